@@ -1,0 +1,97 @@
+"""The ``agentflow`` command line.
+
+    agentflow generate --model demo --prompt "Hello"          # stream a completion
+    agentflow generate --model demo --chat --prompt "Hello"   # through the chat template
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from agentflow import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args.run(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentflow", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"agentflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command")
+
+    gen = sub.add_parser("generate", help="stream a completion from a local model")
+    gen.add_argument("--model", default="demo",
+                     help="Hugging Face checkpoint directory, or 'demo' (random weights, for trying the machinery)")
+    gen.add_argument("--prompt", required=True, help="prompt text ('-' reads stdin)")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
+    gen.add_argument("--system", help="system message (with --chat)")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    gen.set_defaults(run=_generate)
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import anyio
+
+    from engine import AsyncEngine, EngineError, Request, SamplingParams
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    try:
+        params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_p=args.top_p, top_k=args.top_k, seed=args.seed, stop=args.stop)
+        if args.chat:
+            messages = ([{"role": "system", "content": args.system}] if args.system else [])
+            request = Request(messages=[*messages, {"role": "user", "content": prompt}], params=params)
+        else:
+            request = Request(prompt=prompt, params=params)
+        print(f"loading {args.model} on {args.device} ...", file=sys.stderr, flush=True)
+        engine = AsyncEngine(args.model, device=args.device, dtype=args.dtype)
+    except (EngineError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        started = time.perf_counter()
+        last = None
+        try:
+            async for delta in engine.stream(request):
+                sys.stdout.write(delta.text)
+                sys.stdout.flush()
+                last = delta
+        except EngineError as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.aclose()
+        elapsed = time.perf_counter() - started
+        if last is not None:
+            print(f"\n[{last.completion_tokens} tokens in {elapsed:.2f}s, "
+                  f"{last.completion_tokens / elapsed:.1f} tok/s, finish_reason={last.finish_reason}]",
+                  file=sys.stderr)
+        return 0
+
+    return anyio.run(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""``EngineConfig``: every knob of an engine, validated at construction (``ValueError``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineConfig:
+    model: str = "demo"
+    """A Hugging Face checkpoint directory, or ``demo`` for the built-in random-weight model."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N``."""
+    dtype: str | None = None
+    """``float32``, ``bfloat16`` or ``float16``; default float32 on CPU, the checkpoint's half type on CUDA."""
+    tokenizer: str | None = None
+    """Tokenizer directory, if not the model's own."""
+    max_kv_tokens: int | None = None
+    """KV pool size in tokens; default from ``kv_memory_fraction``."""
+    kv_memory_fraction: float | None = None
+    """Share of free memory for the KV pool when ``max_kv_tokens`` is not set (CUDA 0.85, CPU 0.1)."""
+    chunk_size: int = 512
+    """Most prompt tokens prefilled per step; longer prompts are prefilled over several steps."""
+    max_running: int = 256
+    """Most requests decoding at once."""
+    reserve_ratio: float = 0.5
+    """Share of each running request's remaining ``max_new_tokens`` kept free when admitting more."""
+    enable_prefix_cache: bool = True
+    """Reuse K/V of shared prefixes through the radix cache."""
+    session_ttl: float = 60.0
+    """Seconds a finished session's K/V stays pinned for its next request."""
+    max_pinned_tokens: int | None = None
+    """Cap on tokens pinned by sessions (default: half the pool); the oldest pins go first."""
+    max_model_len: int | None = None
+    """Context limit in tokens; default the model's ``max_position_embeddings``."""
+    seed: int = 0
+    """Seed for requests that do not bring their own."""
+
+    def __post_init__(self) -> None:
+        _positive("max_kv_tokens", self.max_kv_tokens, allow_none=True)
+        _positive("chunk_size", self.chunk_size)
+        _positive("max_running", self.max_running)
+        _positive("max_pinned_tokens", self.max_pinned_tokens, allow_none=True, allow_zero=True)
+        _positive("max_model_len", self.max_model_len, allow_none=True)
+        if self.kv_memory_fraction is not None and not 0 < self.kv_memory_fraction <= 1:
+            raise ValueError(f"kv_memory_fraction must be in (0, 1], got {self.kv_memory_fraction}")
+        if not 0 <= self.reserve_ratio <= 1:
+            raise ValueError(f"reserve_ratio must be in [0, 1], got {self.reserve_ratio}")
+        if not self.session_ttl > 0:
+            raise ValueError(f"session_ttl must be > 0 seconds, got {self.session_ttl}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a checkpoint path or 'demo', got {self.model!r}")
+
+
+def _positive(name: str, value: object, *, allow_none: bool = False, allow_zero: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    low = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -1,0 +1,77 @@
+"""One request's state inside the engine. Plain data; no torch.
+
+Tokens and KV: ``token_ids`` is prompt + output. The first ``num_computed`` of them have K/V in
+the pool, at ``slots[:num_computed]``. Of those, ``slots[:num_tree]`` belong to the radix cache
+(the matched prefix, locked through ``prefix_node``); the rest belong to this sequence until it
+hands them to the cache on release. The last sampled token has no K/V until the next step.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.sampling import SamplingParams
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    session_id: str | None = None
+    constraint: Any = None
+    arrival: float = 0.0
+
+    token_ids: list[int] = field(default_factory=list)
+    num_computed: int = 0
+    slots: list[int] = field(default_factory=list)
+    num_tree: int = 0
+    prefix_node: Any = None
+    status: Status = Status.WAITING
+
+    cached_tokens: int = -1
+    """Prompt tokens served from the prefix cache at first admission (-1 before admission)."""
+    num_chunks: int = 0
+    """Prefill chunks used for the prompt at first admission (> 1 means chunked prefill)."""
+    num_retractions: int = 0
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    logprobs: list[float] = field(default_factory=list)
+    detok: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.token_ids:
+            self.token_ids = list(self.prompt_ids)
+
+    @property
+    def num_prompt(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_output(self) -> int:
+        return len(self.token_ids) - len(self.prompt_ids)
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.token_ids[len(self.prompt_ids):]
+
+    @property
+    def num_uncomputed(self) -> int:
+        """Tokens still to run through the model before the next token can be sampled."""
+        return len(self.token_ids) - self.num_computed
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.num_uncomputed > 1
+
+    @property
+    def finished(self) -> bool:
+        return self.status is Status.FINISHED
