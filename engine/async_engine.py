@@ -1,6 +1,6 @@
 """``AsyncEngine``: the engine's step loop on a background thread, streamed to async callers.
 
-The event loop never waits on the engine. Tokenization runs in a worker thread; requests and
+The event loop never waits on the engine. Tokenization runs in one worker thread; requests and
 aborts go to the engine thread through a command queue; after each step the engine thread hands
 every delta for one event loop to that loop in a single non-blocking ``call_soon_threadsafe``
 (asyncio) or ``run_sync_soon`` (trio), where it lands in the request's stream. Works under anyio
@@ -82,6 +82,8 @@ class AsyncEngine:
         self._closing = False
         self._error: BaseException | None = None
         self._stats = self.engine.stats()
+        # One worker thread tokenizes: with dozens of them the event loop would queue for the GIL.
+        self._tokenize_lane = anyio.CapacityLimiter(1)
         self._thread = threading.Thread(target=self._run, name="agentflow-engine", daemon=True)
         self._thread.start()
 
@@ -91,7 +93,7 @@ class AsyncEngine:
         """Yield the request's deltas as they are generated; the last has ``finish_reason`` set.
         Leaving the loop early (break, cancellation) aborts the request."""
         self._check_open()
-        seq = await anyio.to_thread.run_sync(self.engine.prepare, request)
+        seq = await anyio.to_thread.run_sync(self.engine.prepare, request, limiter=self._tokenize_lane)
         stream = _Stream(_loop_scheduler())
         self._submit("add", seq, stream)
         done = False

@@ -32,6 +32,18 @@ from engine.tokenizer import IncrementalDetokenizer, OutputText, Tokenizer
 log = logging.getLogger(__name__)
 
 
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    return device
+
+
 @dataclass
 class EngineStats:
     running: int
@@ -62,7 +74,7 @@ class Engine:
         self.config = EngineConfig(model=model, device=device, dtype=dtype, max_kv_tokens=max_kv_tokens,
                                    chunk_size=chunk_size, seed=seed, **options)  # type: ignore[arg-type]
         cfg = self.config
-        self.device = torch.device(cfg.device)
+        self.device = _device(cfg.device)
         path = resolve_model_path(cfg.model)
         self.model = load_model(path, device=self.device, dtype=cfg.dtype)
         mcfg = self.model.config

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.sampling import SamplingParams
+from engine.sampling_params import SamplingParams
 
 
 class Status(enum.Enum):

@@ -1,0 +1,140 @@
+"""AsyncEngine from an anyio task group: many streams at once, an event loop that never stalls,
+abort and cancellation, errors that reach the caller without hurting anyone else."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from engine import AsyncEngine, Engine, EngineClosedError, InvalidRequestError, Request, SamplingParams
+from tests.helpers import assert_no_leaks
+
+
+@pytest.fixture(scope="module")
+def demo_engine(demo_path) -> Engine:  # type: ignore[no-untyped-def]
+    return Engine("demo", max_kv_tokens=16384)
+
+
+def test_hundred_concurrent_streams_and_a_responsive_loop(demo_engine: Engine) -> None:
+    engine = AsyncEngine(engine=demo_engine)
+    results: dict[int, tuple[list[int], str, str | None]] = {}
+    gaps: list[float] = []
+
+    async def ticker(done: anyio.Event) -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await anyio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async def one(i: int) -> None:
+        ids, text, reason = [], [], None
+        request = Request(prompt=f"Request number {i} says", params=SamplingParams(max_new_tokens=16, seed=i))
+        async for delta in engine.stream(request):
+            ids.extend(delta.token_ids)
+            text.append(delta.text)
+            reason = delta.finish_reason
+        results[i] = (ids, "".join(text), reason)
+
+    async def main() -> None:
+        done = anyio.Event()
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(ticker, done)
+            async with anyio.create_task_group() as tg:
+                for i in range(100):
+                    tg.start_soon(one, i)
+            done.set()
+        await engine.aclose()
+
+    anyio.run(main)
+    assert len(results) == 100
+    assert all(reason in ("length", "stop") and ids for ids, _, reason in results.values())
+    tok = demo_engine.tokenizer
+    assert tok is not None
+    assert all(text == tok.decode(ids) for ids, text, _ in results.values())
+    assert max(gaps) < 0.1, f"event loop stalled for {max(gaps) * 1000:.0f} ms"
+    assert_no_leaks(demo_engine)
+
+
+def test_stream_matches_sync_generate(demo_engine: Engine) -> None:
+    params = SamplingParams(max_new_tokens=12, seed=7)
+    expected = demo_engine.generate(["Same seed, same text"], params)[0]
+    engine = AsyncEngine(engine=demo_engine)
+
+    async def main() -> None:
+        out = await engine.generate(Request(prompt="Same seed, same text", params=params))
+        assert out.token_ids == expected.token_ids and out.text == expected.text
+        await engine.aclose()
+
+    anyio.run(main)
+
+
+def test_abort_and_cancellation_free_the_request(demo_engine: Engine) -> None:
+    engine = AsyncEngine(engine=demo_engine)
+
+    async def main() -> None:
+        request = Request(prompt="abort me", params=SamplingParams(max_new_tokens=10_000, ignore_eos=True))
+        reasons = []
+        async for delta in engine.stream(request):
+            if delta.completion_tokens == 3:
+                await engine.abort(request.request_id)
+            reasons.append(delta.finish_reason)
+        assert reasons[-1] == "abort" and len(reasons) < 50
+
+        # A consumer that is cancelled mid-stream aborts its request too.
+        with anyio.move_on_after(0.5):
+            async for _ in engine.stream(Request(prompt="cancel me",
+                                                 params=SamplingParams(max_new_tokens=10_000, ignore_eos=True))):
+                pass
+        for _ in range(100):
+            if engine.stats().running == 0 and engine.stats().waiting == 0:
+                break
+            await anyio.sleep(0.02)
+        await engine.aclose()
+
+    anyio.run(main)
+    assert_no_leaks(demo_engine)
+
+
+def test_errors_reach_the_caller_and_the_engine_keeps_serving(demo_engine: Engine) -> None:
+    engine = AsyncEngine(engine=demo_engine)
+
+    async def main() -> None:
+        with pytest.raises(InvalidRequestError) as info:
+            await engine.generate(Request(prompt="x", params={"temperature": 0}))  # type: ignore[arg-type]
+        assert info.value.field == "params"
+        with pytest.raises(InvalidRequestError) as info:
+            await engine.generate(Request(prompt=""))
+        assert info.value.field == "prompt"
+        ok = await engine.generate(Request(prompt="still here", params=SamplingParams(max_new_tokens=3)))
+        assert len(ok.token_ids) == 3
+        await engine.aclose()
+        with pytest.raises(EngineClosedError):
+            await engine.generate(Request(prompt="after close"))
+
+    anyio.run(main)
+
+
+def test_sessions_and_stats_through_the_async_api(demo_engine: Engine) -> None:
+    engine = AsyncEngine(engine=demo_engine)
+
+    async def main() -> None:
+        engine.open_session("agent-7", ttl=30)
+        messages = [{"role": "user", "content": "Plan a trip"}]
+        first = await engine.generate(Request(messages=messages, session_id="agent-7",
+                                              params=SamplingParams(max_new_tokens=8, seed=1)))
+        assert engine.stats().pinned_tokens > 0
+        messages += [{"role": "assistant", "content": first.text},
+                     {"role": "user", "content": "tool result: sunny"}]
+        second = await engine.generate(Request(messages=messages, session_id="agent-7",
+                                               params=SamplingParams(max_new_tokens=4, seed=1)))
+        assert second.cached_tokens >= first.prompt_tokens  # the whole first prompt was reused
+        engine.close_session("agent-7")
+        await anyio.sleep(0.05)
+        assert engine.stats().pinned_tokens == 0
+        await engine.aclose()
+
+    anyio.run(main)
