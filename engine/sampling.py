@@ -91,7 +91,7 @@ class Sampler:
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> SampleResult:
-        """logits: float32 [B, V], one row per entry of ``rows``."""
+        """logits: float32 [B, V], one row per entry of ``rows`` (modified in place)."""
         logits = logits.float()
         raw_logprobs = None
         if any(r.params.logprobs for r in rows):
@@ -136,14 +136,14 @@ class Sampler:
             logits[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
 
     def _choose(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> list[int]:
-        chosen = logits.argmax(dim=-1)
+        chosen = _argmax(logits)
         random_rows = [i for i, r in enumerate(rows) if not r.params.greedy]
         if random_rows:
             index = torch.tensor(random_rows, device=logits.device)
             probs = self._truncated_probs(logits[index], [rows[i].params for i in random_rows])
             noise = torch.stack([self._noise(rows[i], probs.shape[-1], logits.device)
                                  for i in random_rows])
-            chosen[index] = (probs / noise).argmax(dim=-1)
+            chosen[index] = _argmax(probs / noise)
         return chosen.tolist()
 
     @staticmethod
@@ -184,6 +184,11 @@ class Sampler:
             g.manual_seed(self._generator_seed)
             self._generators[device] = g
         return self._generators[device]
+
+
+def _argmax(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise argmax (first maximum on ties, like ``argmax``); ``max`` is ~2x faster on CPU."""
+    return x.max(dim=-1).indices
 
 
 def _mix(seed: int, step: int) -> int:
