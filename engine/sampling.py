@@ -5,10 +5,12 @@ Order of operations on one row (the same as vLLM's and close to HF's logits proc
     allowed-token bitmask (constrained decoding)  →  repetition / frequency / presence penalties
     →  greedy (temperature 0)  |  temperature → top-k → top-p → min-p → draw
 
-The draw is ``argmax(p / E)`` with ``E ~ Exp(1)`` i.i.d. per token (the exponential race, an exact
-sample from ``p``). For a request with a seed, the noise of its n-th output token comes from a
-generator seeded with ``hash(seed, n)``, so the same seed gives the same tokens whatever else
-shares the batch, and also after the request was retracted and resumed.
+The draw inverts the CDF: one uniform ``u`` per row, the token is the first whose cumulative
+probability exceeds ``u`` times the total (tokens of probability 0 can never be chosen). For a
+request with a seed, the ``u`` of its n-th output token comes from a generator seeded with
+``hash(seed, n)``, so the same seed gives the same tokens whatever else shares the batch, and also
+after the request was retracted and resumed. (One uniform per row instead of one per vocabulary
+entry: drawing 152k exponentials took a third of a CPU decode step.)
 
 Logprobs are those of the raw model distribution (``log_softmax`` of the logits before any
 penalty, temperature or truncation), for the chosen token.
@@ -136,14 +138,20 @@ class Sampler:
             logits[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
 
     def _choose(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> list[int]:
-        chosen = _argmax(logits)
         random_rows = [i for i, r in enumerate(rows) if not r.params.greedy]
-        if random_rows:
-            index = torch.tensor(random_rows, device=logits.device)
-            probs = self._truncated_probs(logits[index], [rows[i].params for i in random_rows])
-            noise = torch.stack([self._noise(rows[i], probs.shape[-1], logits.device)
-                                 for i in random_rows])
-            chosen[index] = _argmax(probs / noise)
+        if not random_rows:
+            return _argmax(logits).tolist()
+        chosen = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
+        if len(random_rows) < len(rows):
+            greedy = torch.tensor([i for i, r in enumerate(rows) if r.params.greedy], device=logits.device)
+            chosen[greedy] = _argmax(logits[greedy])
+        index = torch.tensor(random_rows, device=logits.device)
+        probs = self._truncated_probs(logits[index], [rows[i].params for i in random_rows])
+        cdf = probs.cumsum(dim=-1)  # [R, V]
+        u = torch.cat([self._uniform(rows[i], logits.device) for i in random_rows])  # [R]
+        target = (u * cdf[:, -1]).unsqueeze(1)
+        drawn = torch.searchsorted(cdf, target, right=True).squeeze(1)
+        chosen[index] = drawn.clamp_(max=probs.shape[-1] - 1)
         return chosen.tolist()
 
     @staticmethod
@@ -151,32 +159,24 @@ class Sampler:
         device = logits.device
         temperature = torch.tensor([p.temperature for p in params], device=device).unsqueeze(1)
         probs = torch.softmax(logits / temperature, dim=-1)  # [R, V]
-        top_k = [p.top_k for p in params]
-        top_p = [p.top_p for p in params]
-        if any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p):
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            ranks = torch.arange(probs.shape[-1], device=device).unsqueeze(0)
-            k = torch.tensor([k if k > 0 else probs.shape[-1] for k in top_k], device=device)
-            drop = ranks >= k.unsqueeze(1)
-            # keep a token while the mass before it is still below top_p (the top token always stays)
-            mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-            drop |= mass_before >= torch.tensor(top_p, device=device).unsqueeze(1)
-            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+        truncated = [i for i, p in enumerate(params) if p.top_k > 0 or p.top_p < 1.0]
+        if truncated:
+            index = torch.tensor(truncated, device=device)
+            probs[index] = _top_k_top_p(probs[index], [params[i] for i in truncated])
         min_p = [p.min_p for p in params]
         if any(m > 0 for m in min_p):
             threshold = probs.max(dim=-1, keepdim=True).values * torch.tensor(min_p, device=device).unsqueeze(1)
             probs = probs.masked_fill(probs < threshold, 0.0)
         return probs
 
-    def _noise(self, row: SamplingRow, vocab: int, device: torch.device) -> torch.Tensor:
+    def _uniform(self, row: SamplingRow, device: torch.device) -> torch.Tensor:
+        """One U[0, 1) draw, shape [1]."""
         if row.params.seed is not None:
             generator = torch.Generator(device=device)
             generator.manual_seed(_mix(row.params.seed, row.step))
         else:
             generator = self._generator(device)
-        noise = torch.empty(vocab, device=device)
-        return noise.exponential_(generator=generator)
+        return torch.rand(1, device=device, generator=generator)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
@@ -184,6 +184,27 @@ class Sampler:
             g.manual_seed(self._generator_seed)
             self._generators[device] = g
         return self._generators[device]
+
+
+TOP_CANDIDATES = 1024
+"""top-k / top-p look at this many most likely tokens first; a full sort only when they hold less
+than top_p of the mass (a 152k-entry sort costs ~10 ms on CPU, the top 1024 under 1 ms)."""
+
+
+def _top_k_top_p(probs: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Zero every token outside each row's top-k and nucleus. probs [R, V], rows sum to 1."""
+    device, vocab = probs.device, probs.shape[-1]
+    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device).unsqueeze(1)
+    top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)
+    width = min(vocab, max(TOP_CANDIDATES, int(top_k.max())))
+    values, order = probs.topk(width, dim=-1)  # sorted, descending
+    nucleus_beyond = (values.sum(dim=-1, keepdim=True) < top_p) & (top_p < 1.0)
+    if width < vocab and bool(nucleus_beyond.any()):
+        values, order = probs.sort(dim=-1, descending=True)  # nucleus reaches past the candidates
+    ranks = torch.arange(values.shape[-1], device=device).unsqueeze(0)
+    # keep a token while the mass before it is still below top_p (the top token always stays)
+    drop = (ranks >= top_k) | (values.cumsum(dim=-1) - values >= top_p)
+    return torch.zeros_like(probs).scatter_(1, order, values.masked_fill(drop, 0.0))
 
 
 def _argmax(x: torch.Tensor) -> torch.Tensor:

@@ -446,3 +446,36 @@ def test_logprobs_are_of_the_raw_distribution() -> None:
     for i in range(3):
         expected = log_softmax(raw[i])[out.token_ids[i]]
         assert out.logprobs[i] == pytest.approx(expected, abs=1e-5)
+
+
+# ---- the top-k / top-p candidate shortcut against a full-sort reference ---------------------------
+
+
+def _nucleus_reference(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Kept-token mask by the textbook definition: sort all tokens, keep the top k, and of those the
+    smallest prefix whose mass reaches top_p."""
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    values, order = probs.sort(descending=True)
+    mass = 0.0
+    for rank, (v, i) in enumerate(zip(values.tolist(), order.tolist(), strict=True)):
+        if (top_k > 0 and rank >= top_k) or mass >= top_p:
+            break
+        keep[i] = True
+        mass += v
+    return keep
+
+
+@pytest.mark.parametrize("sharpness", [0.3, 4.0])  # flat (nucleus beyond 1024 candidates) / peaked
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 0.9), (50, 1.0), (2000, 0.95), (0, 0.5)])
+def test_top_k_top_p_candidates_match_full_sort(sharpness: float, top_k: int, top_p: float) -> None:
+    from engine.sampling import TOP_CANDIDATES, _top_k_top_p
+
+    vocab = 5 * TOP_CANDIDATES
+    g = torch.Generator().manual_seed(int(sharpness * 10) + top_k)
+    probs = torch.softmax(torch.randn(3, vocab, generator=g, dtype=torch.float64) * sharpness, dim=-1).float()
+    params = [SamplingParams(top_k=top_k, top_p=top_p)] * 3
+    out = _top_k_top_p(probs.clone(), params)
+    for row in range(3):
+        expected = _nucleus_reference(probs[row].double(), top_k, top_p)
+        assert torch.equal(out[row] > 0, expected)
+        assert torch.equal(out[row][expected], probs[row][expected])  # kept tokens keep their mass
