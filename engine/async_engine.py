@@ -87,6 +87,14 @@ class AsyncEngine:
         self._thread = threading.Thread(target=self._run, name="agentflow-engine", daemon=True)
         self._thread.start()
 
+    @classmethod
+    async def create(cls, model: str = "demo", **options: Any) -> AsyncEngine:
+        """Build the engine (load weights, tokenizer) in a worker thread, so the event loop keeps
+        running meanwhile. (Not perfectly: parsing tokenizer.json in Rust holds the GIL, ~0.2 s
+        for Qwen's 5 MB file.)"""
+        engine = await anyio.to_thread.run_sync(lambda: Engine(model, **options))
+        return cls(engine=engine)
+
     # ---- async API ------------------------------------------------------------------------
 
     async def stream(self, request: Request) -> AsyncIterator[Delta]:

@@ -17,6 +17,7 @@ def demo_engine(demo_path) -> Engine:  # type: ignore[no-untyped-def]
     return Engine("demo", max_kv_tokens=16384)
 
 
+@pytest.mark.slow
 def test_hundred_concurrent_streams_and_a_responsive_loop(demo_engine: Engine) -> None:
     engine = AsyncEngine(engine=demo_engine)
     results: dict[int, tuple[list[int], str, str | None]] = {}
@@ -135,6 +136,28 @@ def test_sessions_and_stats_through_the_async_api(demo_engine: Engine) -> None:
         engine.close_session("agent-7")
         await anyio.sleep(0.05)
         assert engine.stats().pinned_tokens == 0
+        await engine.aclose()
+
+    anyio.run(main)
+
+
+def test_create_loads_off_the_event_loop(demo_path) -> None:  # type: ignore[no-untyped-def]
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            engine = await AsyncEngine.create("demo", max_kv_tokens=1024)
+            tg.cancel_scope.cancel()
+        assert ticks > 0  # the loop kept running while the model loaded
+        out = await engine.generate(Request(prompt="hi", params=SamplingParams(max_new_tokens=2)))
+        assert len(out.token_ids) == 2
         await engine.aclose()
 
     anyio.run(main)

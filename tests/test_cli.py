@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from engine import Engine, Request, SamplingParams
 
 
@@ -13,6 +15,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_generate_streams_what_the_engine_generates(demo_path) -> None:  # type: ignore[no-untyped-def]
     done = run_cli("generate", "--model", "demo", "--prompt", "Hello there", "--max-new-tokens", "12",
                    "--seed", "42", "--temperature", "0.7")
@@ -23,6 +26,7 @@ def test_generate_streams_what_the_engine_generates(demo_path) -> None:  # type:
     assert "12 tokens" in done.stderr and "finish_reason=length" in done.stderr
 
 
+@pytest.mark.slow
 def test_generate_chat_applies_the_template(demo_path) -> None:  # type: ignore[no-untyped-def]
     done = run_cli("generate", "--model", "demo", "--chat", "--system", "Be brief.", "--prompt", "Hi",
                    "--max-new-tokens", "6", "--temperature", "0")
