@@ -193,6 +193,8 @@ class Engine:
         self._steps += 1
         logits = self.runner.forward(step.chunks)
         sampled = [c for c in step.chunks if c.sample]
+        if not sampled:  # every chunk was a partial prefill
+            return deltas
         result = self.sampler.sample(logits, [self._sampling_row(c) for c in sampled])
         for i, (chunk, token) in enumerate(zip(sampled, result.token_ids, strict=True)):
             logprob = result.logprobs[i] if result.logprobs is not None else None
