@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.scheduler import SchedulerConfig
+
 
 @dataclass
 class EngineConfig:
@@ -37,21 +39,20 @@ class EngineConfig:
     """Seed for requests that do not bring their own."""
 
     def __post_init__(self) -> None:
+        self.scheduler_config()  # validates chunk_size, max_running, reserve_ratio, session_ttl
         _positive("max_kv_tokens", self.max_kv_tokens, allow_none=True)
-        _positive("chunk_size", self.chunk_size)
-        _positive("max_running", self.max_running)
         _positive("max_pinned_tokens", self.max_pinned_tokens, allow_none=True, allow_zero=True)
         _positive("max_model_len", self.max_model_len, allow_none=True)
         if self.kv_memory_fraction is not None and not 0 < self.kv_memory_fraction <= 1:
             raise ValueError(f"kv_memory_fraction must be in (0, 1], got {self.kv_memory_fraction}")
-        if not 0 <= self.reserve_ratio <= 1:
-            raise ValueError(f"reserve_ratio must be in [0, 1], got {self.reserve_ratio}")
-        if not self.session_ttl > 0:
-            raise ValueError(f"session_ttl must be > 0 seconds, got {self.session_ttl}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a checkpoint path or 'demo', got {self.model!r}")
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(chunk_size=self.chunk_size, max_running=self.max_running,
+                               reserve_ratio=self.reserve_ratio, session_ttl=self.session_ttl)
 
 
 def _positive(name: str, value: object, *, allow_none: bool = False, allow_zero: bool = False) -> None:

@@ -25,7 +25,7 @@ from engine.radix_cache import RadixCache
 from engine.request import Delta, Output, Request
 from engine.runner import ModelRunner
 from engine.sampling import Sampler, SamplingParams, SamplingRow, TokenConstraint
-from engine.scheduler import Chunk, Scheduler, SchedulerConfig
+from engine.scheduler import Chunk, Scheduler
 from engine.sequence import Sequence, Status
 from engine.tokenizer import IncrementalDetokenizer, OutputText, Tokenizer
 
@@ -92,10 +92,7 @@ class Engine:
         self.allocator = SlotAllocator(num_slots)
         max_pinned = cfg.max_pinned_tokens if cfg.max_pinned_tokens is not None else num_slots // 2
         self.cache = RadixCache(self.allocator, max_pinned_tokens=max_pinned) if cfg.enable_prefix_cache else None
-        self.scheduler = Scheduler(SchedulerConfig(chunk_size=cfg.chunk_size, max_running=cfg.max_running,
-                                                   reserve_ratio=cfg.reserve_ratio,
-                                                   session_ttl=cfg.session_ttl),
-                                   self.allocator, self.cache)
+        self.scheduler = Scheduler(cfg.scheduler_config(), self.allocator, self.cache)
         self.runner = ModelRunner(self.model, self.kv, self.device)
         vocab_limit = self.tokenizer.vocab_size if self.tokenizer else None
         self.sampler = Sampler(seed=cfg.seed, vocab_limit=vocab_limit)
@@ -280,10 +277,7 @@ class Engine:
         scratch KV slots (the prefix cache is neither read nor written)."""
         seq = self.prepare(Request(prompt=list(token_ids), params=SamplingParams(max_new_tokens=1)))
         n = len(seq.token_ids)
-        short = n - self.allocator.num_free
-        if short > 0 and self.cache is not None:
-            self.cache.evict(short)
-        if self.allocator.num_free < n:
+        if not self.scheduler.make_room(n):
             raise InvalidRequestError(f"needs {n} free KV slots, {self.allocator.num_free} available "
                                       "while other requests run", field="token_ids")
         seq.slots = self.allocator.alloc(n)

@@ -56,7 +56,7 @@ class KVLayout:
     @property
     def bytes_per_token(self) -> int:
         """K and V of one token across all layers."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * _itemsize(self.dtype)
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype.itemsize
 
 
 class KVPool:
@@ -107,6 +107,3 @@ def _available_host_memory() -> int:
         pass
     return 4 << 30  # unknown platform: assume 4 GiB
 
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()

@@ -51,14 +51,18 @@ class SchedulerConfig:
     """Seconds a finished session's KV stays pinned waiting for its next request."""
 
     def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.max_running < 1:
-            raise ValueError(f"max_running must be >= 1, got {self.max_running}")
-        if not 0 <= self.reserve_ratio <= 1:
-            raise ValueError(f"reserve_ratio must be in [0, 1], got {self.reserve_ratio}")
-        if self.session_ttl <= 0:
-            raise ValueError(f"session_ttl must be > 0, got {self.session_ttl}")
+        for name in ("chunk_size", "max_running"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not _real(self.reserve_ratio) or not 0 <= self.reserve_ratio <= 1:
+            raise ValueError(f"reserve_ratio must be in [0, 1], got {self.reserve_ratio!r}")
+        if not _real(self.session_ttl) or not self.session_ttl > 0:
+            raise ValueError(f"session_ttl must be > 0 seconds, got {self.session_ttl!r}")
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -157,7 +161,7 @@ class Scheduler:
 
     def _schedule_decodes(self, step: Step) -> None:
         decodes = [s for s in self.running if not s.in_prefill]
-        while decodes and not self._make_room(len(decodes)):
+        while decodes and not self.make_room(len(decodes)):
             victim = self.running[-1]
             self._retract(victim, step)
             decodes = [s for s in decodes if s is not victim]
@@ -168,7 +172,7 @@ class Scheduler:
         n = min(seq.num_uncomputed, budget, self._room())
         if n <= 0:
             return 0
-        self._make_room(n)
+        self.make_room(n)
         start = seq.num_computed
         seq.slots.extend(self.allocator.alloc(n))
         seq.num_computed += n
@@ -254,7 +258,7 @@ class Scheduler:
         evictable = self.cache.evictable_size if self.cache is not None else 0
         return self.allocator.num_free + evictable
 
-    def _make_room(self, n: int) -> bool:
+    def make_room(self, n: int) -> bool:
         """Ensure ``n`` free slots, evicting cached prefixes if needed."""
         short = n - self.allocator.num_free
         if short > 0 and self.cache is not None:
