@@ -1,0 +1,107 @@
+"""The ``LLM`` protocol every backend implements, and the plain data that crosses it.
+
+A backend streams :class:`TextDelta` items and ends with exactly one :class:`LLMResult`. The
+orchestrator turns the deltas into ``llm.delta`` events. ``generate`` is the non-streaming helper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from agentflow.errors import AgentflowError
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What an llm node's output must look like; at most one field is set.
+
+    Backends that can enforce it token by token do so; the orchestrator checks the result either way.
+    """
+
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass
+class LLMRequest:
+    """One LLM call. Exactly one of ``messages`` (chat) and ``prompt`` (raw text) is set."""
+
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    model: str | None = None
+    """The model name the workflow asked for (backends that serve one model may ignore it)."""
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    """Tools in OpenAI function format, for agent nodes."""
+    constraint: Constraint | None = None
+    session_id: str | None = None
+    """``f"{run_id}:{node_id}"``: lets the local engine keep this conversation's KV pinned between turns."""
+
+
+@dataclass
+class TextDelta:
+    """A piece of generated text."""
+
+    text: str
+
+
+@dataclass
+class ToolCallRequest:
+    """A tool call the model made (parsed from its output, or returned by a remote API)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class LLMResult:
+    """The end of one call: the whole text, tool calls, why it stopped, and token usage."""
+
+    text: str
+    finish_reason: str | None = None
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class LLMError(AgentflowError):
+    """A backend failed to produce a result (connection, server error, bad response)."""
+
+    code = "llm_error"
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A text-generation backend."""
+
+    def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResult]:
+        """Yield text deltas, then one final :class:`LLMResult`. Closing the iterator early aborts the call."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the backend's resources."""
+        ...
+
+
+async def generate(llm: LLM, request: LLMRequest) -> LLMResult:
+    """Run one call to completion and return its result."""
+    result: LLMResult | None = None
+    async for item in llm.stream(request):
+        if isinstance(item, LLMResult):
+            result = item
+    if result is None:
+        raise LLMError("the backend ended its stream without a result")
+    return result
+
+
+__all__ = ["LLM", "Constraint", "LLMError", "LLMRequest", "LLMResult", "TextDelta", "ToolCallRequest", "generate"]
