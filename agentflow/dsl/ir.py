@@ -1,6 +1,8 @@
 """The Graph IR: the one validated form every workflow takes, whichever front end wrote it.
 
-A workflow is a graph over a typed state. Nodes are a discriminated union on ``kind``; composite
+A workflow is a graph over a typed state. Execution begins at ``start`` (default: the first node
+listed) and follows edges, ``switch`` cases and ``on_error`` edges; nodes reached by none are
+errors (``unreachable``). Nodes are a discriminated union on ``kind``; composite
 nodes (``parallel``, ``map``, ``loop``) hold :class:`Body` subgraphs. Edges say "run ``to`` after
 ``from``"; a node with several incoming edges waits for all of them (a join), and the branches a
 ``switch`` does not take are skipped, skips propagating downstream.
@@ -191,11 +193,12 @@ class SwitchNode(NodeBase):
 
 
 class Body(IRModel):
-    """A subgraph inside a composite node. Its result is ``output`` (an expression) if given, else
+    """A subgraph inside a composite node, with its own ``start`` (default: its first node). Its result is ``output`` (an expression) if given, else
     the output of its single sink node, else a dict of every sink's output by node id."""
 
     nodes: list[Node] = Field(min_length=1)
     edges: list[Edge] = Field(default_factory=list)
+    start: list[NodeId] | None = Field(None, description="Entry nodes; default: the first node.")
     output: str | None = None
 
 
@@ -268,6 +271,8 @@ class WorkflowSpec(IRModel):
     defaults: Defaults = Field(default_factory=Defaults)
     nodes: list[Node] = Field(min_length=1)
     edges: list[Edge] = Field(default_factory=list)
+    start: list[NodeId] | None = Field(None, description="Entry nodes, run first (several start in parallel); "
+                                       "default: the first node listed.")
     output: dict[str, str] | str | None = Field(
         None, description="The run's output: an expression, or a mapping name -> expression. Default: the "
         "whole state.")
