@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import EngineConfig
+from engine.constrained.matcher import compile_constraint
+from engine.constrained.spec import ConstraintSpec
 from engine.demo import resolve_model_path
 from engine.errors import InvalidRequestError, RequestNotFoundError
 from engine.kv_cache import KVLayout, KVPool, SlotAllocator, size_kv_pool
@@ -107,9 +109,10 @@ class Engine:
         params = request.params
         if not isinstance(params, SamplingParams):
             raise InvalidRequestError(f"must be SamplingParams, got {type(params).__name__}", field="params")
-        if request.constraint is not None and not isinstance(request.constraint, TokenConstraint):
-            raise InvalidRequestError("must implement fill_bitmask / advance / is_terminated",
-                                      field="constraint")
+        constraint = request.constraint
+        if constraint is not None and not isinstance(constraint, (ConstraintSpec, TokenConstraint)):
+            raise InvalidRequestError("must be a ConstraintSpec or implement fill_bitmask / advance / "
+                                      "is_terminated", field="constraint")
         if params.stop and self.tokenizer is None:
             raise InvalidRequestError("stop strings need a tokenizer; this model has none", field="stop")
         prompt_ids = self._tokenize(request)
@@ -121,8 +124,10 @@ class Engine:
             raise InvalidRequestError(
                 f"needs {len(prompt_ids) + 1} KV slots; the KV pool has {self.allocator.num_slots} "
                 "(raise max_kv_tokens)", field="prompt")
+        if isinstance(constraint, ConstraintSpec):  # compiled last: the costliest check
+            constraint = compile_constraint(constraint, self._require_tokenizer("constraint"))
         seq = Sequence(request.request_id, prompt_ids, params, session_id=request.session_id,
-                       constraint=request.constraint, arrival=time.monotonic())
+                       constraint=constraint, arrival=time.monotonic())
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, prompt_ids,
                                            skip_special_tokens=params.skip_special_tokens)

@@ -26,7 +26,8 @@ class Request:
     session_id: str | None = None
     """Requests of one agent session: the engine keeps the session's K/V pinned between them."""
     constraint: Any = None
-    """Opaque to the engine core: an object with the ``TokenConstraint`` methods, or None."""
+    """A ``ConstraintSpec`` (compiled at submit into a fresh matcher for this request), an object
+    with the ``TokenConstraint`` methods (used as is; one request only, it holds state), or None."""
     request_id: str = field(default_factory=new_request_id)
     chat_template_kwargs: dict[str, Any] | None = None
     """Extra variables for the chat template (e.g. ``enable_thinking`` for Qwen3)."""

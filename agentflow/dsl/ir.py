@@ -9,7 +9,7 @@ nodes (``parallel``, ``map``, ``loop``) hold :class:`Body` subgraphs. Edges say 
 
 Strings in templated fields are Jinja2 templates (``"Summarise {{ state.doc }}"``); a string that
 is exactly one ``{{ expression }}`` keeps the expression's native type (a list stays a list).
-Fields documented as *expressions* (``switch.on``, ``map.over``, ``loop.condition``, output
+Fields documented as *expressions* (``switch.expression``, ``map.over``, ``loop.condition``, output
 mappings) are bare Jinja2 expressions without braces: ``state.retries < 3``.
 
 Names a template or expression may use: ``input`` (the run's input), ``state`` (the state keys),
@@ -172,13 +172,16 @@ class AgentNode(_Prompted):
 
 
 class SwitchNode(NodeBase):
-    """Branch: evaluate ``on`` (an expression) or ask an LLM to pick a case with ``prompt``.
+    """Branch: evaluate ``expression`` or ask an LLM to pick a case with ``prompt``.
+
+    (Not ``on``: YAML 1.1 reads a bare ``on`` key as the boolean true.)
 
     The output is the case taken; its target runs, every other target is skipped.
     """
 
     kind: Literal["switch"]
-    on: str | None = Field(None, description="Expression whose value (as a string) selects the case.")
+    expression: str | None = Field(None, description="Expression whose value (as a string; non-strings as JSON) "
+                                   "selects the case.")
     prompt: str | None = Field(None, description="Template; an LLM chooses one of the case names.")
     model: str | None = None
     sampling: Sampling | None = None
@@ -187,14 +190,16 @@ class SwitchNode(NodeBase):
 
     @model_validator(mode="after")
     def _check(self) -> SwitchNode:
-        if (self.on is None) == (self.prompt is None):
-            raise PydanticCustomError("on_or_prompt", "give exactly one of `on` and `prompt`")
+        if (self.expression is None) == (self.prompt is None):
+            raise PydanticCustomError("expression_or_prompt", "give exactly one of `expression` and `prompt`")
         return self
 
 
 class Body(IRModel):
-    """A subgraph inside a composite node, with its own ``start`` (default: its first node). Its result is ``output`` (an expression) if given, else
-    the output of its single sink node, else a dict of every sink's output by node id."""
+    """A subgraph inside a composite node, with its own ``start`` (default: its first node).
+
+    Its result is ``output`` (an expression) if given, else the output of its single sink node,
+    else a dict of every sink's output by node id."""
 
     nodes: list[Node] = Field(min_length=1)
     edges: list[Edge] = Field(default_factory=list)

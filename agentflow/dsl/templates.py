@@ -92,7 +92,8 @@ def render_value(value: Any, namespace: dict[str, Any], *, node: str | None = No
     if isinstance(value, str):
         return render(value, namespace, node=node, field=field)
     if isinstance(value, dict):
-        return {k: render_value(v, namespace, node=node, field=f"{field}.{k}" if field else k) for k, v in value.items()}
+        return {k: render_value(v, namespace, node=node, field=f"{field}.{k}" if field else k)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [render_value(v, namespace, node=node, field=field) for v in value]
     return value
@@ -112,7 +113,8 @@ def references(source: str, *, expression: bool = False) -> list[tuple[str, str 
     free = jinja2.meta.find_undeclared_variables(ast)
     found: dict[tuple[str, str | None], None] = {}
     attributed: set[str] = set()
-    for getter in ast.find_all((jnodes.Getattr, jnodes.Getitem)):
+    for found_node in ast.find_all((jnodes.Getattr, jnodes.Getitem)):
+        getter: jnodes.Getattr | jnodes.Getitem = found_node  # type: ignore[assignment]
         target = getter.node
         if isinstance(target, jnodes.Name) and target.name in free:
             if isinstance(getter, jnodes.Getattr):

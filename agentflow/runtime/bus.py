@@ -1,0 +1,46 @@
+"""Live event fan-out to subscribers of a run (replay from the store is the orchestrator's part)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from agentflow.runtime.events import EventBase
+
+
+class EventBus:
+    """Per-run sets of unbounded in-memory streams; ``publish`` never blocks."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[MemoryObjectSendStream[EventBase]]] = defaultdict(set)
+
+    def subscribe(self, run_id: str) -> tuple[MemoryObjectSendStream[EventBase], MemoryObjectReceiveStream[EventBase]]:
+        send, receive = anyio.create_memory_object_stream[EventBase](math.inf)
+        self._subscribers[run_id].add(send)
+        return send, receive
+
+    def unsubscribe(self, run_id: str, send: MemoryObjectSendStream[EventBase]) -> None:
+        subscribers = self._subscribers.get(run_id)
+        if subscribers is not None:
+            subscribers.discard(send)
+            if not subscribers:
+                del self._subscribers[run_id]
+        send.close()
+
+    def publish(self, event: EventBase) -> None:
+        for send in list(self._subscribers.get(event.run_id, ())):
+            try:
+                send.send_nowait(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers[event.run_id].discard(send)
+
+    def close(self, run_id: str) -> None:
+        """End every subscription of a run (after its terminal event, or when the runtime stops)."""
+        for send in self._subscribers.pop(run_id, set()):
+            send.close()
+
+
+__all__ = ["EventBus"]

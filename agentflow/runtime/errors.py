@@ -1,0 +1,55 @@
+"""Errors of the runtime layer.
+
+Hierarchy::
+
+    AgentflowError
+    ├── RunNotFoundError        no run with that id (in memory or in the store)
+    ├── InvalidInputError       a run's input (or a resume value) does not match its JSON Schema
+    ├── RunStateError           the operation does not fit the run's status (resume a finished run ...)
+    ├── NoLLMError              a node needs an LLM and none is configured for its model name
+    └── NodeError               one node attempt failed; ``node`` is its path
+        ├── NodeTimeoutError    the attempt ran past its timeout
+        └── OutputError         an LLM's output does not match the node's schema / regex / choices
+"""
+
+from __future__ import annotations
+
+from agentflow.errors import AgentflowError
+
+
+class RunNotFoundError(AgentflowError):
+    code = "run_not_found"
+
+
+class InvalidInputError(AgentflowError):
+    code = "invalid_input"
+
+
+class RunStateError(AgentflowError):
+    code = "invalid_run_state"
+
+
+class NoLLMError(AgentflowError):
+    code = "no_llm"
+
+
+class NodeError(AgentflowError):
+    """A node attempt failed. ``node`` is the node's path."""
+
+    code = "node_error"
+
+    def __init__(self, message: str, *, node: str = "") -> None:
+        self.node = node
+        super().__init__(f"node {node!r}: {message}" if node else message)
+
+
+class NodeTimeoutError(NodeError):
+    code = "node_timeout"
+
+
+class OutputError(NodeError):
+    code = "invalid_output"
+
+
+__all__ = ["InvalidInputError", "NoLLMError", "NodeError", "NodeTimeoutError", "OutputError", "RunNotFoundError",
+           "RunStateError"]

@@ -1,0 +1,215 @@
+"""Executors of the leaf node kinds that talk to the outside: ``llm``, ``tool``, ``agent`` and the LLM
+choice of a ``switch``. Each takes the node, the namespace its templates see, and a
+:class:`NodeCall` (the run's services for this attempt) and returns the node's output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import jsonschema
+from pydantic_core import to_jsonable_python
+
+from agentflow.dsl.ir import AgentNode, Defaults, LLMNode, Sampling, SwitchNode, ToolNode
+from agentflow.dsl.templates import render, render_value
+from agentflow.llm.base import LLM, Constraint, LLMRequest, LLMResult, TextDelta
+from agentflow.runtime.errors import NodeError, OutputError
+from agentflow.runtime.events import EventBase, LLMDelta, ToolCall, ToolResult
+from agentflow.tool import ToolContext, ToolRegistry
+
+
+@dataclass
+class NodeCall:
+    """What one attempt of one node may use."""
+
+    run_id: str
+    path: str
+    attempt: int
+    defaults: Defaults
+    tools: ToolRegistry
+    llm_for: Callable[[str | None], LLM]
+    emit: Callable[..., EventBase]
+    """``emit(EventClass, **fields)``: publish and log an event of this run for this node."""
+
+    @property
+    def session_id(self) -> str:
+        return f"{self.run_id}:{self.path}"
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a tool's or function's result (pydantic models, dataclasses, sets ...)."""
+    return to_jsonable_python(value, fallback=str)
+
+
+def _sampling(node_sampling: Sampling | None, defaults: Defaults) -> Sampling:
+    return node_sampling.merged_over(defaults.sampling) if node_sampling else defaults.sampling
+
+
+def _messages(node: LLMNode | AgentNode, ns: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if node.system is not None:
+        messages.append({"role": "system", "content": str(render(node.system, dict(ns), node=node.id, field="system"))})
+    if node.messages is not None:
+        for i, message in enumerate(node.messages):
+            content = render(message.content, dict(ns), node=node.id, field=f"messages[{i}].content")
+            messages.append({"role": message.role, "content": str(content)})
+    else:
+        assert node.prompt is not None  # the IR guarantees one of prompt / messages
+        messages.append({"role": "user", "content": str(render(node.prompt, dict(ns), node=node.id, field="prompt"))})
+    return messages
+
+
+def _request(messages: list[dict[str, Any]], sampling: Sampling, model: str | None, call: NodeCall, *,
+             constraint: Constraint | None = None, tools: list[dict[str, Any]] | None = None) -> LLMRequest:
+    return LLMRequest(messages=messages, model=model, max_tokens=sampling.max_tokens,
+                      temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                      seed=sampling.seed, stop=sampling.stop, tools=tools, constraint=constraint,
+                      session_id=call.session_id)
+
+
+async def _complete(llm: LLM, request: LLMRequest, call: NodeCall) -> LLMResult:
+    """Stream one LLM call, publishing each piece of text as an ``llm.delta`` event."""
+    result: LLMResult | None = None
+    stream = llm.stream(request)
+    try:
+        async for item in stream:
+            if isinstance(item, TextDelta):
+                if item.text:
+                    call.emit(LLMDelta, text=item.text)
+            else:
+                result = item
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if result is None:
+        raise NodeError("the LLM backend ended without a result", node=call.path)
+    return result
+
+
+def _constraint(node: LLMNode) -> Constraint | None:
+    if node.output_schema is not None:
+        return Constraint(json_schema=node.output_schema)
+    if node.regex is not None:
+        return Constraint(regex=node.regex)
+    if node.choices is not None:
+        return Constraint(choices=tuple(node.choices))
+    return None
+
+
+def check_output(node: LLMNode, text: str, path: str) -> Any:
+    """The node's output from the model's text, checked against its schema / regex / choices."""
+    if node.output_schema is not None:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise OutputError(f"the model's output is not valid JSON ({exc.msg} at char {exc.pos}); "
+                              f"it begins {text[:120]!r}", node=path) from None
+        error = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(node.output_schema)(node.output_schema).iter_errors(value))
+        if error is not None:
+            where = "/" + "/".join(str(p) for p in error.absolute_path)
+            raise OutputError(f"the model's JSON does not match output_schema at {where}: {error.message}", node=path)
+        return value
+    if node.regex is not None:
+        if re.fullmatch(node.regex, text) is None:
+            raise OutputError(f"the model's output {text[:120]!r} does not match regex {node.regex!r}", node=path)
+        return text
+    if node.choices is not None:
+        choice = text.strip()
+        if choice not in node.choices:
+            raise OutputError(f"the model's output {text[:120]!r} is none of the choices {node.choices}", node=path)
+        return choice
+    return text
+
+
+async def run_llm(node: LLMNode, ns: Mapping[str, Any], call: NodeCall) -> Any:
+    sampling = _sampling(node.sampling, call.defaults)
+    model = node.model or call.defaults.model
+    request = _request(_messages(node, ns), sampling, model, call, constraint=_constraint(node))
+    result = await _complete(call.llm_for(model), request, call)
+    return check_output(node, result.text, call.path)
+
+
+async def run_tool_call(tools: ToolRegistry, name: str, arguments: dict[str, Any], call: NodeCall,
+                        call_id: str) -> Any:
+    """Call one tool with events around it; the result is made JSON-ready."""
+    tool = tools.get(name)
+    call.emit(ToolCall, tool=name, call_id=call_id, arguments=arguments)
+    started = time.monotonic()
+    ctx = ToolContext(run_id=call.run_id, node_id=call.path, attempt=call.attempt,
+                      call_id=call_id if call_id != call.path else "")
+    try:
+        result = jsonable(await tool.call(arguments, ctx))
+    except Exception as exc:
+        call.emit(ToolResult, tool=name, call_id=call_id, error=f"{type(exc).__name__}: {exc}",
+                  duration=time.monotonic() - started)
+        raise
+    call.emit(ToolResult, tool=name, call_id=call_id, result=result, duration=time.monotonic() - started)
+    return result
+
+
+async def run_tool(node: ToolNode, ns: Mapping[str, Any], call: NodeCall) -> Any:
+    arguments = render_value(node.args, dict(ns), node=node.id, field="args")
+    return await run_tool_call(call.tools, node.tool, arguments, call, call_id=call.path)
+
+
+async def run_agent(node: AgentNode, ns: Mapping[str, Any], call: NodeCall) -> Any:
+    """A minimal tool-calling loop: ask, run the requested tools concurrently, append results, repeat.
+
+    The tools issue adds grammar-constrained calls and streamed dispatch; this loop relies on the
+    backend parsing tool calls from the model's output.
+    """
+    sampling = _sampling(node.sampling, call.defaults)
+    model = node.model or call.defaults.model
+    llm = call.llm_for(model)
+    schemas = [call.tools.get(name).openai_schema() for name in node.tools]
+    messages = _messages(node, ns)
+    for step in range(node.max_steps):
+        result = await _complete(llm, _request(messages, sampling, model, call, tools=schemas or None), call)
+        if not result.tool_calls:
+            return result.text
+        messages.append({"role": "assistant", "content": result.text, "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in result.tool_calls]})
+        outputs: dict[int, Any] = {}
+
+        async def one(index: int, name: str, arguments: dict[str, Any], call_id: str,
+                      outputs: dict[int, Any] = outputs) -> None:
+            try:
+                outputs[index] = await run_tool_call(call.tools, name, arguments, call, call_id)
+            except Exception as exc:  # the model sees the error and may recover
+                outputs[index] = {"error": f"{type(exc).__name__}: {exc}"}
+
+        async with anyio.create_task_group() as tg:
+            for i, tc in enumerate(result.tool_calls):
+                tg.start_soon(one, i, tc.name, tc.arguments, f"{call.path}:{step}:{tc.id}")
+        for i, tc in enumerate(result.tool_calls):
+            messages.append({"role": "tool", "tool_call_id": tc.id, "name": tc.name,
+                             "content": json.dumps(outputs[i], ensure_ascii=False, default=str)})
+    raise NodeError(f"the agent did not give a final answer within max_steps={node.max_steps}", node=call.path)
+
+
+async def choose_case(node: SwitchNode, ns: Mapping[str, Any], call: NodeCall) -> str:
+    """An LLM picks one of the switch's case names."""
+    assert node.prompt is not None
+    sampling = _sampling(node.sampling, call.defaults)
+    model = node.model or call.defaults.model
+    prompt = str(render(node.prompt, dict(ns), node=node.id, field="prompt"))
+    choices = list(node.cases)
+    request = _request([{"role": "user", "content": prompt}], sampling, model, call,
+                       constraint=Constraint(choices=tuple(choices)))
+    text = (await _complete(call.llm_for(model), request, call)).text.strip()
+    if text not in choices:
+        raise OutputError(f"the model chose {text[:120]!r}, which is none of the cases {choices}", node=call.path)
+    return text
+
+
+__all__ = ["NodeCall", "check_output", "choose_case", "jsonable", "run_agent", "run_llm", "run_tool",
+           "run_tool_call"]

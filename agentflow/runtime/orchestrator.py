@@ -1,0 +1,384 @@
+"""The ``Runtime``: starts runs, keeps them going, and lets callers wait, cancel, resume and follow.
+
+::
+
+    async with Runtime(llm=LocalEngine("demo"), tools=[lookup], store="runs.db") as rt:
+        rt.register(spec)
+        run_id = await rt.start("triage", {"ticket": "..."})
+        async for event in rt.events(run_id):      # replay + live, ends after the terminal event
+            ...
+        record = await rt.wait(run_id)
+
+Runs are tasks in the runtime's task group, so every run's ready nodes run at once and one run's
+tool I/O overlaps another's generation. Leaving the ``async with`` block *suspends* unfinished
+runs (they stay ``running`` in the store); the next runtime on the same store resumes them from
+their checkpoints (``recover=True``, the default).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from agentflow.dsl.ir import WorkflowSpec
+from agentflow.llm.base import LLM
+from agentflow.runtime.bus import EventBus
+from agentflow.runtime.errors import NoLLMError, RunNotFoundError, RunStateError
+from agentflow.runtime.events import (
+    TERMINAL_EVENTS,
+    EventBase,
+    NodeStarted,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+)
+from agentflow.runtime.run import NodeFailure, RunExecution, Services, check_against, validate_input
+from agentflow.runtime.store import FINISHED, RunRecord, RunStore, open_store
+from agentflow.tool import Tool, ToolRegistry
+
+logger = logging.getLogger(__name__)
+
+LLMSource = LLM | Mapping[str, LLM] | Callable[[str | None], LLM] | None
+
+
+@dataclass
+class _Live:
+    """A run this runtime is executing now."""
+
+    execution: RunExecution
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    changed: anyio.Event = field(default_factory=anyio.Event)
+    """Set (and replaced) whenever the run pauses at an interrupt or finishes."""
+    cancel_reason: str | None = None
+
+    def signal(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+
+class Runtime:
+    """Runs workflows. See the module docstring for the lifecycle."""
+
+    def __init__(self, *, llm: LLMSource = None,
+                 tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | Mapping[str, Tool | Callable[..., Any]] = (),
+                 workflows: Iterable[Any] = (), store: RunStore | str | Path | None = None,
+                 recover: bool = True) -> None:
+        self._llm = llm
+        self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        self.workflows: dict[str, WorkflowSpec] = {}
+        for workflow in workflows:
+            self.register(workflow)
+        self._store_target = store
+        self.store: RunStore | None = store if isinstance(store, RunStore) else None
+        self._recover = recover
+        self.bus = EventBus()
+        self._live: dict[str, _Live] = {}
+        self._tg: TaskGroup | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        self.store = self.store or open_store(self._store_target)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        if self._recover:
+            await self.recover()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()  # suspend unfinished runs; they resume from the store next time
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+            for run_id in list(self._live):
+                self.bus.close(run_id)
+            self._live.clear()
+            if self.store is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.store.aclose()
+
+    # -- registry ----------------------------------------------------------------------------------
+
+    def register(self, workflow: Any) -> WorkflowSpec:
+        """Register a workflow: a ``WorkflowSpec``, or a builder ``Workflow`` (its Python tools come along)."""
+        if isinstance(workflow, WorkflowSpec):
+            spec = workflow
+        else:
+            spec = workflow.build()
+            self.tools = self.tools.merged(workflow.tools)
+            for sub in getattr(workflow, "subworkflows", {}).values():
+                self.register(sub)
+        self.workflows[spec.name] = spec
+        return spec
+
+    def _workflow(self, name: str) -> WorkflowSpec:
+        try:
+            return self.workflows[name]
+        except KeyError:
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise RunNotFoundError(f"unknown workflow {name!r} (registered: {known})") from None
+
+    def _llm_for(self, model: str | None) -> LLM:
+        source = self._llm
+        if source is None:
+            raise NoLLMError(f"a node needs an LLM (model {model!r}) but the runtime has none; pass llm= to Runtime "
+                             "(e.g. LocalEngine('demo')) or --model on the command line")
+        if isinstance(source, Mapping):
+            llm = source.get(model or "default") or source.get("default")
+            if llm is None:
+                raise NoLLMError(f"no LLM named {model!r} (configured: {sorted(source)})")
+            return llm
+        if callable(source) and not isinstance(source, LLM):
+            return source(model)
+        return source
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def _services(self) -> Services:
+        assert self.store is not None
+        return Services(self.store, self.tools, self._llm_for, self._workflow, self.bus.publish, self._on_interrupt)
+
+    def _require_open(self) -> tuple[TaskGroup, RunStore]:
+        if self._tg is None or self.store is None:
+            raise RuntimeError("use the Runtime inside `async with Runtime(...) as rt:`")
+        return self._tg, self.store
+
+    async def start(self, workflow: WorkflowSpec | str | Any, input: Any = None, *,
+                    run_id: str | None = None) -> str:
+        """Validate the input, record the run, start it in the background; return its id."""
+        tg, store = self._require_open()
+        if isinstance(workflow, str):
+            spec = self._workflow(workflow)
+        elif isinstance(workflow, WorkflowSpec):
+            spec = workflow
+        else:
+            spec = self.register(workflow)
+        run_input = {} if input is None else input
+        validate_input(spec, run_input)
+        run_id = run_id or uuid.uuid4().hex
+        now = time.time()
+        record = RunRecord(run_id=run_id, workflow=spec.name, version=spec.version, status="running",
+                           input=run_input, spec=spec.model_dump(mode="json", by_alias=True), created_at=now,
+                           updated_at=now)
+        await store.create_run(record)
+        execution = RunExecution(run_id, spec, run_input, self._services())
+        live = self._launch(tg, execution)
+        execution.emit(RunStarted, workflow=spec.name, version=spec.version, input=run_input)
+        del live
+        return run_id
+
+    def _launch(self, tg: TaskGroup, execution: RunExecution) -> _Live:
+        live = _Live(execution)
+        self._live[execution.run_id] = live
+        tg.start_soon(self._drive, live)
+        return live
+
+    async def _drive(self, live: _Live) -> None:
+        execution = live.execution
+        store = execution.services.store
+        run_id = execution.run_id
+        outcome: tuple[type[EventBase], dict[str, Any], dict[str, Any]] | None = None
+        with live.scope:
+            try:
+                output = await execution.execute()
+                outcome = (RunCompleted, {"output": output}, {"status": "completed", "output": output})
+            except NodeFailure as failure:
+                message = f"{type(failure.error).__name__}: {failure.error}"
+                fields = {"node": failure.path, "error": message, "error_type": type(failure.error).__name__}
+                outcome = (RunFailed, fields, {"status": "failed", "error": f"node {failure.path!r}: {message}"})
+            except Exception as exc:  # a template error outside any node, a bug ...
+                logger.exception("run %s failed", run_id)
+                outcome = (RunFailed, {"error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__},
+                           {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        if outcome is None and live.cancel_reason is not None:
+            outcome = (RunCancelled, {"reason": live.cancel_reason}, {"status": "cancelled"})
+        with anyio.CancelScope(shield=True):
+            if outcome is not None:
+                event_cls, fields, run_fields = outcome
+                event = execution._event(event_cls, **fields)
+                await store.append(run_id, [event], run={**run_fields, "interrupt": None, "updated_at": time.time()})
+                self.bus.close(run_id)
+            # else: the runtime is shutting down; the run stays `running` and resumes next time
+            self._live.pop(run_id, None)
+            live.finished.set()
+            live.signal()
+
+    async def _on_interrupt(self, execution: RunExecution, path: str, info: dict[str, Any]) -> None:
+        assert self.store is not None
+        await self.store.update_run(execution.run_id, status="interrupted", interrupt=info, updated_at=time.time())
+        live = self._live.get(execution.run_id)
+        if live is not None:
+            live.signal()
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """Wait until the run is finished (or interrupted) and return its record."""
+        while True:
+            live = self._live.get(run_id)
+            if live is None:
+                return await self.get_run(run_id)
+            changed = live.changed
+            if live.execution.waiters:  # paused at an interrupt
+                record = await self.get_run(run_id)
+                if record.status == "interrupted":
+                    return record
+            await changed.wait()
+
+    async def run(self, workflow: WorkflowSpec | str | Any, input: Any = None, **kw: Any) -> RunRecord:
+        """Start a run and wait for it."""
+        return await self.wait(await self.start(workflow, input, **kw))
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        _, store = self._require_open()
+        record = await store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run {run_id!r}")
+        return record
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunRecord:
+        """Cancel a run: all its running nodes see cancellation. An interrupted run not in memory is marked too."""
+        live = self._live.get(run_id)
+        if live is not None:
+            live.cancel_reason = reason
+            live.scope.cancel()
+            await live.finished.wait()
+            return await self.get_run(run_id)
+        record = await self.get_run(run_id)
+        if record.status in FINISHED:
+            raise RunStateError(f"run {run_id!r} is already {record.status}")
+        _, store = self._require_open()
+        seq = await store.last_seq(run_id) + 1
+        event = RunCancelled(run_id=run_id, seq=seq, time=time.time(), reason=reason)
+        await store.append(run_id, [event], run={"status": "cancelled", "interrupt": None, "updated_at": time.time()})
+        return await self.get_run(run_id)
+
+    async def resume(self, run_id: str, value: Any = None, *, node: str | None = None) -> None:
+        """Give a value to the run's pending interrupt (``node`` picks one when several wait)."""
+        tg, store = self._require_open()
+        live = self._live.get(run_id)
+        if live is not None:
+            waiting = list(live.execution.waiters)
+            path = self._pick_interrupt(run_id, waiting, node)
+            self._check_resume_value(live.execution.spec, path, value)
+            await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
+            live.execution.deliver(path, value)
+            return
+        record = await self.get_run(run_id)
+        if record.status != "interrupted" or not record.interrupt:
+            raise RunStateError(f"run {run_id!r} is {record.status}, not waiting at an interrupt")
+        path = self._pick_interrupt(run_id, [record.interrupt["node"]], node)
+        execution = await self._load(record)
+        self._check_resume_value(execution.spec, path, value)
+        execution.resume_values[path] = value
+        await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
+        self._launch(tg, execution)
+        execution.emit(RunResumed, node=path)
+
+    @staticmethod
+    def _pick_interrupt(run_id: str, waiting: list[str], node: str | None) -> str:
+        if node is not None:
+            if node not in waiting:
+                raise RunStateError(f"run {run_id!r} is not waiting at {node!r} (waiting: {waiting})")
+            return node
+        if len(waiting) != 1:
+            raise RunStateError(f"run {run_id!r} is waiting at {len(waiting)} interrupts {waiting}; name one")
+        return waiting[0]
+
+    @staticmethod
+    def _check_resume_value(spec: WorkflowSpec, path: str, value: Any) -> None:
+        from agentflow.dsl.ir import InterruptNode
+
+        node_id = path.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
+        for node in _walk(spec.nodes):
+            if node.id == node_id and isinstance(node, InterruptNode) and node.value_schema:
+                check_against(node.value_schema, value, f"resume value for {path!r}")
+
+    async def _load(self, record: RunRecord) -> RunExecution:
+        """Rebuild a run's execution from its checkpoints and event log."""
+        assert self.store is not None
+        if record.spec is None:
+            raise RunStateError(f"run {record.run_id!r} has no stored workflow; cannot resume")
+        spec = WorkflowSpec.model_validate(record.spec)
+        self.workflows.setdefault(spec.name, spec)
+        records = await self.store.node_records(record.run_id)
+        events = await self.store.events(record.run_id)
+        done = {r.path for r in records if r.kind != "decision"}
+        attempts = {e.node: e.attempt for e in events
+                    if isinstance(e, NodeStarted) and e.node and e.attempt and e.node not in done}
+        last_seq = events[-1].seq if events else 0
+        return RunExecution(record.run_id, spec, record.input, self._services(), records=records,
+                            last_seq=last_seq, attempts=attempts)
+
+    async def recover(self) -> list[str]:
+        """Resume every unfinished (not interrupted) run in the store; return their ids."""
+        tg, store = self._require_open()
+        resumed = []
+        for record in await store.unfinished_runs():
+            if record.run_id in self._live:
+                continue
+            try:
+                execution = await self._load(record)
+            except Exception as exc:
+                logger.error("cannot resume run %s: %s", record.run_id, exc)
+                continue
+            self._launch(tg, execution)
+            execution.emit(RunResumed)
+            resumed.append(record.run_id)
+        if resumed:
+            logger.info("resumed %d unfinished run(s)", len(resumed))
+        return resumed
+
+    async def events(self, run_id: str, *, after: int = 0) -> AsyncIterator[EventBase]:
+        """Every event of the run with ``seq > after``: first replayed from the store, then live, ending
+        after the terminal event (or at the end of the log when the run is not executing here)."""
+        _, store = self._require_open()
+        live = run_id in self._live
+        subscription = self.bus.subscribe(run_id) if live else None
+        try:
+            await store.flush()
+            last = after
+            for event in await store.events(run_id, after=after):
+                yield event
+                last = event.seq
+                if event.event in TERMINAL_EVENTS:  # type: ignore[attr-defined]
+                    return
+            if subscription is None:
+                if await store.get_run(run_id) is None:
+                    raise RunNotFoundError(f"no run {run_id!r}")
+                return
+            async for event in subscription[1]:
+                if event.seq <= last:
+                    continue
+                yield event
+                last = event.seq
+                if event.event in TERMINAL_EVENTS:  # type: ignore[attr-defined]
+                    return
+        finally:
+            if subscription is not None:
+                self.bus.unsubscribe(run_id, subscription[0])
+                subscription[1].close()
+
+
+def _walk(nodes: Iterable[Any]) -> Iterable[Any]:
+    for node in nodes:
+        yield node
+        for body in [getattr(node, "body", None), *getattr(node, "branches", {}).values()]:
+            if body is not None:
+                yield from _walk(body.nodes)
+
+
+__all__ = ["Runtime"]

@@ -1,0 +1,530 @@
+"""One run's execution: walk the graph level by level, run ready nodes as tasks, checkpoint each.
+
+A run is a tree of *levels*: the workflow's top-level graph, and one level per execution of a
+composite node's body (a parallel branch, a map item, a loop iteration, a sub-workflow call). Each
+level runs every ready node at once in a task group; when a node finishes, the pure
+:class:`~agentflow.runtime.graph.Frontier` says what became ready.
+
+Durability: every completed node is checkpointed (its output and the state writes it made) in the
+same store transaction as its ``node.completed`` event, and that commit is awaited before the
+node's successors start. Values that steer execution but are not node outputs (a map's item
+list, a loop's "go again") are recorded as *decisions*. A resumed run replays checkpoints: done
+nodes return their recorded output without running, so nothing completed runs twice, and the node
+that was in flight re-runs with the same attempt number (and so the same idempotency key).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import jsonschema
+
+from agentflow.dsl.ir import (
+    AgentNode,
+    AnyNode,
+    Body,
+    Edge,
+    EndNode,
+    InterruptNode,
+    LLMNode,
+    LoopNode,
+    MapNode,
+    ParallelNode,
+    StateKey,
+    SwitchNode,
+    ToolNode,
+    WorkflowNode,
+    WorkflowSpec,
+)
+from agentflow.dsl.templates import evaluate, render, render_value
+from agentflow.llm.base import LLM
+from agentflow.runtime import nodes as leaf
+from agentflow.runtime.errors import InvalidInputError, NodeError, NodeTimeoutError
+from agentflow.runtime.events import (
+    EventBase,
+    NodeCompleted,
+    NodeFailed,
+    NodeRetrying,
+    NodeStarted,
+    RunInterrupted,
+    RunResumed,
+)
+from agentflow.runtime.graph import Frontier, Plan
+from agentflow.runtime.store import NodeRecord, RunStore
+from agentflow.tool import ToolRegistry
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+logger = logging.getLogger(__name__)
+
+
+class EndRun(Exception):
+    """Raised by an ``end`` node; caught by the frame (workflow or sub-workflow) it belongs to."""
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+
+
+class NodeFailure(Exception):
+    """A node failed for good with no ``on_error`` edge: the run fails."""
+
+    def __init__(self, path: str, error: BaseException) -> None:
+        self.path = path
+        self.error = error
+        super().__init__(f"node {path!r} failed: {type(error).__name__}: {error}")
+
+
+@contextmanager
+def first_error() -> Iterator[None]:
+    """Task groups raise exception groups; a run wants the one error that matters: an ``EndRun`` first,
+    then a ``NodeFailure``, then whatever came first."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        flat = list(_leaves(group))
+        for kind in (EndRun, NodeFailure):
+            for exc in flat:
+                if isinstance(exc, kind):
+                    raise exc from None
+        raise flat[0] from None
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def initial_state(spec: WorkflowSpec) -> dict[str, Any]:
+    import copy
+
+    return {key: copy.deepcopy(declared.default) if declared.default is not None else _empty(declared)
+            for key, declared in spec.state.items()}
+
+
+def _empty(declared: StateKey) -> Any:
+    if declared.reducer == "append" or declared.type == "array":
+        return []
+    if declared.reducer == "merge" or declared.type == "object":
+        return {}
+    return None
+
+
+def apply_write(spec: WorkflowSpec, state: dict[str, Any], key: str, value: Any) -> None:
+    """Apply one write to ``state`` with the key's reducer (undeclared keys are replaced)."""
+    declared = spec.state.get(key)
+    reducer = declared.reducer if declared else "replace"
+    if reducer == "append":
+        current = state.get(key) or []
+        state[key] = [*current, *value] if isinstance(value, list) else [*current, value]
+    elif reducer == "merge":
+        if not isinstance(value, dict):
+            raise NodeError(f"state key {key!r} merges dicts, got {type(value).__name__}")
+        state[key] = {**(state.get(key) or {}), **value}
+    else:
+        state[key] = value
+
+
+@dataclass
+class Frame:
+    """A workflow being executed: the run's own, or a sub-workflow called by a ``workflow`` node."""
+
+    spec: WorkflowSpec
+    input: Any
+    state: dict[str, Any]
+    prefix: str
+    """Path prefix of this frame's nodes and state keys in checkpoints (``""`` at the top)."""
+
+
+@dataclass
+class Scope:
+    """One level's outputs and bound variables; templates see the chain up to the frame's root."""
+
+    frame: Frame
+    prefix: str
+    parent: Scope | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
+
+    def child(self, prefix: str, **variables: Any) -> Scope:
+        return Scope(self.frame, prefix, self, {}, variables)
+
+    def namespace(self, **extra: Any) -> dict[str, Any]:
+        chain: list[Scope] = []
+        scope: Scope | None = self
+        while scope is not None:
+            chain.append(scope)
+            scope = scope.parent
+        ns: dict[str, Any] = {}
+        for level in reversed(chain):
+            ns.update(level.outputs)
+            ns.update(level.vars)
+        ns["input"] = self.frame.input
+        ns["state"] = self.frame.state
+        ns.update(extra)
+        return ns
+
+
+@dataclass
+class Services:
+    """What a run needs from the runtime."""
+
+    store: RunStore
+    tools: ToolRegistry
+    llm_for: Callable[[str | None], LLM]
+    workflow_for: Callable[[str], WorkflowSpec]
+    publish: Callable[[EventBase], None]
+    interrupted: Callable[[RunExecution, str, dict[str, Any]], Any]
+    """Called when an interrupt node starts waiting: ``(execution, path, info)``; awaitable."""
+
+
+class RunExecution:
+    """Executes one run (fresh, or resumed from its checkpoints)."""
+
+    def __init__(self, run_id: str, spec: WorkflowSpec, run_input: Any, services: Services, *,
+                 records: Sequence[NodeRecord] = (), last_seq: int = 0,
+                 attempts: dict[str, int] | None = None) -> None:
+        self.run_id = run_id
+        self.spec = spec
+        self.services = services
+        self.seq = last_seq
+        self.done: dict[str, NodeRecord] = {}
+        self.decisions: dict[str, Any] = {}
+        self.resume_attempts = dict(attempts or {})
+        self.resume_values: dict[str, Any] = {}
+        self.waiters: dict[str, anyio.Event] = {}
+        self.frame = Frame(spec, run_input, initial_state(spec), "")
+        self._frames: dict[str, Frame] = {"": self.frame}
+        self._pending_writes: dict[str, list[tuple[str, Any]]] = {}
+        for record in records:
+            if record.kind == "decision":
+                self.decisions[record.path] = record.output
+            else:
+                self.done[record.path] = record
+                for qualified, value in record.writes:
+                    prefix, _, key = qualified.rpartition("/")
+                    self._pending_writes.setdefault(prefix + "/" if prefix else "", []).append((key, value))
+        for key, value in self._pending_writes.pop("", []):
+            apply_write(spec, self.frame.state, key, value)
+
+    # -- events and checkpoints ----------------------------------------------------------------
+
+    def emit(self, cls: type[EventBase], *, node: str | None = None, attempt: int | None = None,
+             **fields: Any) -> EventBase:
+        """Publish an event now and queue it for the store (no wait)."""
+        event = self._event(cls, node=node, attempt=attempt, **fields)
+        self.services.store.append_nowait(self.run_id, [event])
+        return event
+
+    def _event(self, cls: type[EventBase], **fields: Any) -> EventBase:
+        self.seq += 1
+        event = cls(run_id=self.run_id, seq=self.seq, time=time.time(), **fields)
+        self.services.publish(event)
+        return event
+
+    async def checkpoint(self, record: NodeRecord, event_cls: type[EventBase], **fields: Any) -> None:
+        """Log the node's final event and its checkpoint in one transaction; wait for the commit."""
+        event = self._event(event_cls, node=record.path, attempt=record.attempt, **fields)
+        await self.services.store.append(self.run_id, [event], [record])
+        self.done[record.path] = record
+
+    def decide(self, path: str, compute: Callable[[], Any]) -> Any:
+        """A recorded decision: computed once, replayed on resume."""
+        if path in self.decisions:
+            return self.decisions[path]
+        value = leaf.jsonable(compute())
+        self.decisions[path] = value
+        self.services.store.append_nowait(self.run_id, nodes=[NodeRecord(self.run_id, path, "decision", output=value)])
+        return value
+
+    # -- levels ------------------------------------------------------------------------------------
+
+    async def execute(self) -> Any:
+        """Run the workflow to its end; return the run's output."""
+        scope = Scope(self.frame, "")
+        try:
+            await self.run_level(self.spec.nodes, self.spec.edges, self.spec.start, scope)
+        except EndRun as end:
+            if end.frame is not self.frame:
+                raise
+        return self.frame_output(scope)
+
+    def frame_output(self, scope: Scope) -> Any:
+        spec = scope.frame.spec
+        ns = scope.namespace()
+        if isinstance(spec.output, str):
+            return leaf.jsonable(evaluate(spec.output, ns, field="output"))
+        if isinstance(spec.output, dict):
+            return {name: leaf.jsonable(evaluate(expr, ns, field=f"output.{name}"))
+                    for name, expr in spec.output.items()}
+        if spec.state:
+            return leaf.jsonable(scope.frame.state)
+        plan = Plan.build(spec.nodes, spec.edges, spec.start)
+        return {node_id: scope.outputs.get(node_id) for node_id, out in plan.out.items()
+                if not out and node_id in scope.outputs}
+
+    async def run_level(self, level_nodes: Sequence[AnyNode], edges: Sequence[Edge], start: Sequence[str] | None,
+                        scope: Scope) -> Frontier:
+        plan = Plan.build(level_nodes, edges, start)
+        frontier = Frontier(plan)
+        with first_error():
+            await self._walk(plan, frontier, scope)
+        return frontier
+
+    async def _walk(self, plan: Plan, frontier: Frontier, scope: Scope) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def advance(node_id: str) -> None:
+                live = await self.run_node(plan, node_id, scope)
+                for ready in frontier.resolve(node_id, live):
+                    tg.start_soon(advance, ready)
+
+            for node_id in frontier.initial():
+                tg.start_soon(advance, node_id)
+
+    async def body_result(self, body: Body, scope: Scope) -> Any:
+        frontier = await self.run_level(body.nodes, body.edges, body.start, scope)
+        if body.output is not None:
+            return leaf.jsonable(evaluate(body.output, scope.namespace(), field="body.output"))
+        sinks = [node_id for node_id, out in frontier.plan.out.items() if not out]
+        if len(sinks) == 1:
+            return scope.outputs.get(sinks[0])
+        return {node_id: scope.outputs.get(node_id) for node_id in sinks}
+
+    # -- one node ----------------------------------------------------------------------------------
+
+    async def run_node(self, plan: Plan, node_id: str, scope: Scope) -> set[str]:
+        """Run (or replay) one node with retries; return the targets its outcome makes live."""
+        node = plan.nodes[node_id]
+        path = scope.prefix + node.id
+        record = self.done.get(path)
+        if record is None:
+            record = await self._attempts(node, path, scope)
+        return self._settle(plan, node, record, scope)
+
+    def _settle(self, plan: Plan, node: AnyNode, record: NodeRecord, scope: Scope) -> set[str]:
+        scope.outputs[node.id] = record.output
+        if record.kind == "failed":
+            scope.vars["error"] = record.output
+            return plan.live_targets(node.id, outcome="error")
+        if isinstance(node, EndNode):
+            raise EndRun(scope.frame)
+        case_target = None
+        if isinstance(node, SwitchNode):
+            case_target = node.cases.get(record.output, node.default)
+        return plan.live_targets(node.id, outcome="ok", case_target=case_target)
+
+    async def _attempts(self, node: AnyNode, path: str, scope: Scope) -> NodeRecord:
+        defaults = scope.frame.spec.defaults
+        policy = node.retry or defaults.retry
+        timeout = node.timeout or defaults.timeout
+        attempt = self.resume_attempts.pop(path, 1)
+        while True:
+            self.emit(NodeStarted, node=path, attempt=attempt, kind=node.kind)
+            started = time.monotonic()
+            try:
+                with anyio.fail_after(timeout) if timeout else nullcontext():
+                    output = leaf.jsonable(await self.execute_kind(node, path, attempt, scope))
+                writes = self._writes(node, output, scope)
+            except (EndRun, NodeFailure):
+                raise
+            except Exception as exc:
+                error: Exception = exc
+                if isinstance(exc, TimeoutError) and timeout:
+                    error = NodeTimeoutError(f"timed out after {timeout:g} s", node=path)
+                if attempt < policy.max_attempts:
+                    delay = policy.delay(attempt, random.random())
+                    self.emit(NodeRetrying, node=path, attempt=attempt, error=_describe(error), delay=delay)
+                    await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                if node.on_error is None:
+                    self.emit(NodeFailed, node=path, attempt=attempt, error=_describe(error),
+                              error_type=type(error).__name__)
+                    raise NodeFailure(path, error) from error
+                info = {"node": path, "type": type(error).__name__, "message": str(error)}
+                record = NodeRecord(self.run_id, path, "failed", attempt, output=info)
+                await self.checkpoint(record, NodeFailed, error=_describe(error), error_type=type(error).__name__,
+                                      handled=True)
+                return record
+            for key, value in writes:
+                apply_write(scope.frame.spec, scope.frame.state, key, value)
+            record = NodeRecord(self.run_id, path, "completed", attempt, output=output,
+                                writes=[(scope.frame.prefix + key, value) for key, value in writes])
+            await self.checkpoint(record, NodeCompleted, output=output, duration=time.monotonic() - started)
+            return record
+
+    def _writes(self, node: AnyNode, output: Any, scope: Scope) -> list[tuple[str, Any]]:
+        if node.writes is None:
+            return []
+        if isinstance(node.writes, str):
+            return [(node.writes, output)]
+        ns = scope.namespace(output=output)
+        return [(key, leaf.jsonable(evaluate(expr, ns, node=node.id, field=f"writes.{key}")))
+                for key, expr in node.writes.items()]
+
+    async def execute_kind(self, node: AnyNode, path: str, attempt: int, scope: Scope) -> Any:
+        ns = scope.namespace()
+        if isinstance(node, ToolNode | LLMNode | AgentNode) or (isinstance(node, SwitchNode) and node.prompt):
+            def emit(cls: type[EventBase], **fields: Any) -> EventBase:
+                return self.emit(cls, node=path, attempt=attempt, **fields)
+
+            call = leaf.NodeCall(self.run_id, path, attempt, scope.frame.spec.defaults, self.services.tools,
+                                 self.services.llm_for, emit)
+            if isinstance(node, ToolNode):
+                return await leaf.run_tool(node, ns, call)
+            if isinstance(node, LLMNode):
+                return await leaf.run_llm(node, ns, call)
+            if isinstance(node, AgentNode):
+                return await leaf.run_agent(node, ns, call)
+            assert isinstance(node, SwitchNode)
+            return await leaf.choose_case(node, ns, call)
+        if isinstance(node, SwitchNode):
+            assert node.expression is not None
+            return self._switch_case(node, evaluate(node.expression, ns, node=node.id, field="expression"))
+        if isinstance(node, ParallelNode):
+            return await self._parallel(node, path, scope)
+        if isinstance(node, MapNode):
+            return await self._map(node, path, scope, ns)
+        if isinstance(node, LoopNode):
+            return await self._loop(node, path, scope)
+        if isinstance(node, WorkflowNode):
+            return await self._subworkflow(node, path, ns)
+        if isinstance(node, InterruptNode):
+            return await self._interrupt(node, path, ns)
+        assert isinstance(node, EndNode)
+        return None
+
+    # -- control-flow kinds ------------------------------------------------------------------------
+
+    @staticmethod
+    def _switch_case(node: SwitchNode, value: Any) -> str:
+        key = value if isinstance(value, str) else _json_key(value)
+        if key in node.cases or node.default is not None:
+            return key if key in node.cases else "default"
+        raise NodeError(f"no case matches {key!r} (cases: {sorted(node.cases)}) and there is no default", node=node.id)
+
+    async def _parallel(self, node: ParallelNode, path: str, scope: Scope) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+
+        async def branch(name: str, body: Body) -> None:
+            results[name] = await self.body_result(body, scope.child(f"{path}.{name}."))
+
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                for name, body in node.branches.items():
+                    tg.start_soon(branch, name, body)
+        return {name: results[name] for name in node.branches}
+
+    async def _map(self, node: MapNode, path: str, scope: Scope, ns: dict[str, Any]) -> list[Any]:
+        items = self.decide(path, lambda: evaluate(node.over, ns, node=node.id, field="over"))
+        if not isinstance(items, list):
+            raise NodeError(f"`over` must give a list, got {type(items).__name__}", node=path)
+        results: list[Any] = [None] * len(items)
+        limiter = anyio.CapacityLimiter(node.concurrency)
+
+        async def one(index: int, item: Any) -> None:
+            async with limiter:
+                results[index] = await self.body_result(node.body, scope.child(f"{path}[{index}].", item=item,
+                                                                               index=index))
+
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                for index, item in enumerate(items):
+                    tg.start_soon(one, index, item)
+        return results
+
+    async def _loop(self, node: LoopNode, path: str, scope: Scope) -> Any:
+        last: Any = None
+        for iteration in range(node.max_iterations):
+            body_scope = scope.child(f"{path}#{iteration}.", iteration=iteration, last=last)
+            last = await self.body_result(node.body, body_scope)
+            ns = body_scope.namespace(last=last)
+
+            def condition(ns: dict[str, Any] = ns) -> bool:
+                return bool(evaluate(node.condition, ns, node=node.id, field="condition"))
+
+            again = self.decide(f"{path}#{iteration}", condition)
+            if not again:
+                break
+        return last
+
+    async def _subworkflow(self, node: WorkflowNode, path: str, ns: dict[str, Any]) -> Any:
+        spec = self.services.workflow_for(node.workflow)
+        sub_input = render_value(node.input, ns, node=node.id, field="input")
+        validate_input(spec, sub_input)
+        prefix = f"{path}/"
+        frame = self._frames.get(prefix)
+        if frame is None:
+            frame = Frame(spec, sub_input, initial_state(spec), prefix)
+            for key, value in self._pending_writes.pop(prefix, []):
+                apply_write(spec, frame.state, key, value)
+            self._frames[prefix] = frame
+        scope = Scope(frame, prefix)
+        try:
+            await self.run_level(spec.nodes, spec.edges, spec.start, scope)
+        except EndRun as end:
+            if end.frame is not frame:
+                raise
+        return self.frame_output(scope)
+
+    async def _interrupt(self, node: InterruptNode, path: str, ns: dict[str, Any]) -> Any:
+        if path in self.resume_values:
+            value = self.resume_values.pop(path)
+        else:
+            prompt = str(render(node.prompt, ns, node=node.id, field="prompt")) if node.prompt else ""
+            info = {"node": path, "prompt": prompt, "schema": node.value_schema}
+            waiter = self.waiters[path] = anyio.Event()
+            self.emit(RunInterrupted, node=path, prompt=prompt, value_schema=node.value_schema)
+            await self.services.interrupted(self, path, info)
+            await waiter.wait()
+            value = self.resume_values.pop(path)
+            self.emit(RunResumed, node=path)
+        return value
+
+    def deliver(self, path: str, value: Any) -> None:
+        """Hand a resume value to the interrupt node waiting at ``path``."""
+        self.resume_values[path] = value
+        waiter = self.waiters.pop(path, None)
+        if waiter is not None:
+            waiter.set()
+
+
+def validate_input(spec: WorkflowSpec, value: Any, *, what: str = "input") -> None:
+    """Check a run's input (or a resume value) against a JSON Schema; raise ``InvalidInputError``."""
+    schema = spec.input if what == "input" else None
+    if schema is None:
+        return
+    check_against(schema, value, f"{spec.name} {what}")
+
+
+def check_against(schema: dict[str, Any], value: Any, what: str) -> None:
+    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+    if error is not None:
+        where = "/" + "/".join(str(p) for p in error.absolute_path)
+        raise InvalidInputError(f"{what} does not match its schema at {where}: {error.message}")
+
+
+def _json_key(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+__all__ = ["EndRun", "Frame", "NodeFailure", "RunExecution", "Scope", "Services", "apply_write", "check_against",
+           "initial_state", "validate_input"]

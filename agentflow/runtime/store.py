@@ -1,0 +1,965 @@
+"""Run store: runs, per-node checkpoints and the event log — durable in SQLite by default.
+
+Three kinds of rows:
+
+- **runs**: one per run (status, input, output, error, and the workflow IR as JSON so a restarted
+  process can resume without the registry).
+- **node records**: one per completed/failed node or decision, holding that node's output and the
+  state writes it applied — never the whole state. Resuming replays the writes in ``seq`` order, so a
+  checkpoint costs the size of one node's result instead of the whole state at every step.
+- **events**: the run's event log keyed by ``(run_id, seq)``, the SSE ids; a duplicate seq raises
+  ``DuplicateEventError`` because it means the orchestrator numbered two events alike.
+
+Write path of ``SQLiteStore`` (the event loop never touches the database): ``append`` serialises
+its rows on the caller's thread — a snapshot, so the caller may mutate its objects right after —
+queues one op, and waits on an ``anyio.Event``. One writer thread owns the write connection and
+drains everything queued into ONE transaction (group commit: one WAL append, and under
+``synchronous=FULL`` one fsync, for however many runs wrote meanwhile). Each op runs inside its own
+SAVEPOINT, so a failing op (a duplicate seq) rolls back alone and the others in the batch commit.
+After COMMIT the writer wakes each waiter through its loop's thread-safe "call soon" (asyncio's
+``call_soon_threadsafe`` or trio's ``run_sync_soon``), which never blocks the writer. Reads flush,
+then run on a pooled read connection in a worker thread; WAL lets them proceed while the writer
+commits.
+
+Ordering and errors: ops commit in FIFO order, so an awaited call returning means it and everything
+queued before it (``append_nowait`` included) is committed. An awaited op raises its own error; an
+``append_nowait`` error is logged at once and raised by the next awaited call on the store (or
+``flush``/``aclose``). Cancelling an awaited write does not withdraw it: it is queued and will commit.
+
+Errors: ``StoreError`` (an ``AgentflowError``) ← ``StoreClosedError``, ``StoreVersionError``,
+``RunExistsError``, ``RunNotFoundError``, ``DuplicateEventError``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import bisect
+import itertools
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, TypeAdapter, with_config
+from typing_extensions import TypedDict
+
+from agentflow.errors import AgentflowError
+from agentflow.runtime.events import EventBase, parse_event
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RunStatus = Literal["pending", "running", "interrupted", "completed", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+UNFINISHED = ("pending", "running")
+"""Statuses ``unfinished_runs`` returns; interrupted runs wait for an explicit resume instead."""
+SCHEMA_VERSION = 1
+"""Stored in ``PRAGMA user_version``; a file with a larger number was written by a newer agentflow."""
+MAX_BATCH_OPS = 1024
+"""Most queued ops the writer folds into one transaction (bounds a batch's latency)."""
+PURGE_INTERVAL_S = 3600.0
+"""How often the writer applies ``retention_days`` while the store is open."""
+
+
+class StoreError(AgentflowError):
+    code = "store_error"
+
+
+class StoreClosedError(StoreError):
+    code = "store_closed"
+
+
+class StoreVersionError(StoreError):
+    code = "store_version"
+
+
+class RunExistsError(StoreError):
+    code = "run_exists"
+
+
+class RunNotFoundError(StoreError):
+    code = "run_not_found"
+
+
+class DuplicateEventError(StoreError):
+    code = "duplicate_event"
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    workflow: str
+    version: int = 1
+    status: RunStatus = "pending"
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    spec: dict[str, Any] | None = None
+    """The workflow IR as JSON, so a restarted process can resume without the registry."""
+    parent_run_id: str | None = None
+    interrupt: dict[str, Any] | None = None
+    """``{"node": path, "prompt": ..., "schema": ...}`` while the run is interrupted."""
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class NodeRecord:
+    """One per-node checkpoint or decision. Outputs and writes go through JSON (non-JSON values become
+    ``str``), so what comes back is what a restarted process would see."""
+
+    run_id: str
+    path: str
+    """Node path, e.g. ``fetch``, ``items[3].fetch``, ``refine#2.draft``."""
+    kind: str
+    """``completed`` | ``decision`` | ``failed``."""
+    attempt: int = 1
+    output: Any = None
+    writes: list[tuple[str, Any]] = field(default_factory=list)
+    """State writes applied when the node completed, in order; resuming replays them by ``seq``."""
+    seq: int = 0
+    """Assigned by the store (global insertion order) on the records it returns; the caller's record
+    is left untouched."""
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _RunFields(TypedDict, total=False):
+    """The fields ``update_run`` / ``append(run=...)`` may change, validated at the edge."""
+
+    workflow: str
+    version: int
+    status: RunStatus
+    input: Any
+    output: Any
+    error: str | None
+    spec: dict[str, Any] | None
+    parent_run_id: str | None
+    interrupt: dict[str, Any] | None
+    updated_at: float
+
+
+_RUN_FIELDS: TypeAdapter[_RunFields] = TypeAdapter(_RunFields)
+_RUN_COLUMNS = ("run_id", "workflow", "version", "status", "input", "output", "error", "spec", "parent_run_id",
+                "interrupt", "created_at", "updated_at")
+_JSON_COLUMNS = ("input", "output", "spec", "interrupt")
+EventRow = tuple[str, int, str, float, str | None, str]  # run_id, seq, name, time, node, event JSON
+NodeRow = tuple[str, str, str, int, str | None, str]  # run_id, path, kind, attempt, output JSON, writes JSON
+
+
+# ---- encoding: shared by both stores so they agree on what comes back --------------------------------------
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _run_row(run: RunRecord) -> dict[str, Any]:
+    row = {name: getattr(run, name) for name in _RUN_COLUMNS}
+    for name in _JSON_COLUMNS:
+        row[name] = _dumps(row[name])
+    return row
+
+
+def _run_from_row(row: Mapping[str, Any] | Sequence[Any]) -> RunRecord:
+    data = dict(row) if isinstance(row, Mapping) else dict(zip(_RUN_COLUMNS, row, strict=True))
+    for name in _JSON_COLUMNS:
+        data[name] = _loads(data[name])
+    return RunRecord.model_validate(data)
+
+
+def _run_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated, JSON-encoded column values for a run update; ``updated_at`` defaults to now."""
+    checked = dict(_RUN_FIELDS.validate_python(fields))
+    checked.setdefault("updated_at", time.time())
+    for name in _JSON_COLUMNS:
+        if name in checked:
+            checked[name] = _dumps(checked[name])
+    return checked
+
+
+def _node_from_row(row: Sequence[Any]) -> NodeRecord:
+    seq, run_id, path, kind, attempt, output, writes = row
+    return NodeRecord(run_id, path, kind, attempt, _loads(output), [(k, v) for k, v in json.loads(writes)], seq)
+
+
+def _encode_cursor(run: RunRecord) -> str:
+    return base64.urlsafe_b64encode(json.dumps([run.created_at, run.run_id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created_at), str(run_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid list_runs cursor {cursor!r}") from exc
+
+
+@dataclass(slots=True)
+class _Write:
+    """One append, serialised on the caller's thread: the unit applied atomically."""
+
+    run_id: str
+    events: list[EventRow]
+    nodes: list[NodeRow]
+    run: dict[str, Any]
+
+
+def _prepare(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecord],
+             run: Mapping[str, Any] | None) -> _Write:
+    for other in itertools.chain((e.run_id for e in events), (n.run_id for n in nodes)):
+        if other != run_id:
+            raise ValueError(f"append({run_id!r}) got a record of run {other!r}")
+    event_rows = [(run_id, e.seq, getattr(e, "event", type(e).__name__), e.time, e.node, e.model_dump_json())
+                  for e in events]
+    node_rows = [(run_id, n.path, n.kind, n.attempt, _dumps(n.output),
+                  json.dumps(n.writes, ensure_ascii=False, default=str)) for n in nodes]
+    return _Write(run_id, event_rows, node_rows, _run_columns(run) if run else {})
+
+
+class _Deferred:
+    """Errors of writes nobody awaited (``append_nowait``), raised by the next awaited call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._errors: list[BaseException] = []
+
+    def add(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+
+    def raise_if_any(self) -> None:
+        if not self._errors:
+            return
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if len(errors) > 1:
+            log.error("%d more append_nowait writes failed; raising the first", len(errors) - 1)
+        raise errors[0]
+
+
+class RunStore(abc.ABC):
+    """Where runs, per-node checkpoints and event logs live. Async methods are called from an anyio
+    event loop (asyncio or trio) and never block it; see the module docstring for the guarantees."""
+
+    def __init__(self) -> None:
+        self._deferred = _Deferred()
+
+    @abc.abstractmethod
+    async def create_run(self, run: RunRecord) -> None:
+        """Insert a new run; ``RunExistsError`` if the id is taken."""
+
+    @abc.abstractmethod
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        """Change run fields (``updated_at`` defaults to now); ``RunNotFoundError`` for an unknown run."""
+
+    @abc.abstractmethod
+    async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                     run: dict[str, Any] | None = None) -> None:
+        """Insert events and node records and optionally update run fields, in ONE atomic transaction;
+        returns once it is committed."""
+
+    @abc.abstractmethod
+    def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                      run: dict[str, Any] | None = None) -> None:
+        """``append`` without waiting: FIFO with every other write; its error surfaces on the next awaited call."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
+                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
+        """Newest first; the second item is an opaque cursor for the next page, or None after the last."""
+
+    @abc.abstractmethod
+    async def unfinished_runs(self) -> list[RunRecord]:
+        """Pending and running runs (what a restarted process resumes), oldest first."""
+
+    @abc.abstractmethod
+    async def node_records(self, run_id: str) -> list[NodeRecord]:
+        """The run's checkpoints in ``seq`` (insertion) order."""
+
+    @abc.abstractmethod
+    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
+        """Events with ``seq > after``, ascending."""
+
+    @abc.abstractmethod
+    async def last_seq(self, run_id: str) -> int:
+        """The largest stored event seq of the run, 0 when none."""
+
+    @abc.abstractmethod
+    async def delete_run(self, run_id: str) -> None:
+        """Delete the run, its events and node records (no error if absent; child runs stay)."""
+
+    @abc.abstractmethod
+    async def purge(self, *, events_older_than_days: float) -> int:
+        """Delete the event logs AND node records of finished runs last updated more than that many days
+        ago (a finished run is never resumed, so its checkpoints are dead weight); the run rows stay.
+        Returns the number of event and node rows deleted."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Commit everything queued, then close. Idempotent."""
+
+    @abc.abstractmethod
+    def close_sync(self) -> None:
+        """``aclose`` for atexit and sync code (blocks the calling thread until the queue is drained)."""
+
+    async def __aenter__(self) -> RunStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+# ---- MemoryStore ------------------------------------------------------------------------------------------
+
+class _EventLog:
+    """One run's events as JSON, sorted by seq."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.data: dict[int, str] = {}
+
+    def insert(self, seq: int, data: str) -> None:
+        if not self.seqs or seq > self.seqs[-1]:
+            self.seqs.append(seq)
+        else:
+            bisect.insort(self.seqs, seq)
+        self.data[seq] = data
+
+    def since(self, after: int, limit: int | None) -> list[str]:
+        start = bisect.bisect_right(self.seqs, after)
+        stop = None if limit is None else start + limit
+        return [self.data[seq] for seq in self.seqs[start:stop]]
+
+
+class MemoryStore(RunStore):
+    """The same semantics in process memory, for tests and the in-memory benchmark. Values are kept as
+    the same JSON SQLite stores, so callers get fresh copies and the same round-trip as on disk. Every
+    awaited call is a checkpoint (it yields once), like the SQLite store's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._events: dict[str, _EventLog] = {}
+        self._nodes: dict[str, list[tuple[int, str, str, str, int, str | None, str]]] = {}
+        self._node_seq = itertools.count(1)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the run store is closed")
+
+    async def _settle(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        self._deferred.raise_if_any()
+
+    def _apply(self, write: _Write) -> None:
+        """All checks before any change, so a failing write leaves nothing behind."""
+        if write.run and write.run_id not in self._runs:
+            raise RunNotFoundError(f"run {write.run_id!r} not found")
+        log_ = self._events.get(write.run_id)
+        seqs = [row[1] for row in write.events]
+        if len(set(seqs)) != len(seqs) or (log_ is not None and any(s in log_.data for s in seqs)):
+            raise DuplicateEventError(f"run {write.run_id!r}: event seq already stored (seqs {seqs[:5]}...)")
+        if write.events:
+            log_ = self._events.setdefault(write.run_id, _EventLog())
+            for _, seq, _, _, _, data in write.events:
+                log_.insert(seq, data)
+        if write.nodes:
+            rows = self._nodes.setdefault(write.run_id, [])
+            rows.extend((next(self._node_seq), *row) for row in write.nodes)
+        if write.run:
+            self._runs[write.run_id].update(write.run)
+
+    async def create_run(self, run: RunRecord) -> None:
+        self._check_open()
+        if run.run_id in self._runs:
+            raise RunExistsError(f"run {run.run_id!r} already exists")
+        self._runs[run.run_id] = _run_row(run)
+        await self._settle()
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        await self.append(run_id, run=fields)
+
+    async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                     run: dict[str, Any] | None = None) -> None:
+        self._check_open()
+        self._apply(_prepare(run_id, events, nodes, run))
+        await self._settle()
+
+    def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                      run: dict[str, Any] | None = None) -> None:
+        self._check_open()
+        write = _prepare(run_id, events, nodes, run)
+        try:
+            self._apply(write)
+        except StoreError as exc:  # deferred like SQLiteStore's, where the database finds it later
+            log.error("append_nowait(%r) failed: %s", run_id, exc)
+            self._deferred.add(exc)
+
+    async def flush(self) -> None:
+        self._check_open()
+        await self._settle()
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        await self.flush()
+        row = self._runs.get(run_id)
+        return None if row is None else _run_from_row(row)
+
+    async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
+                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        after = _decode_cursor(cursor) if cursor else None
+        await self.flush()
+        rows = [row for row in self._runs.values()
+                if (status is None or row["status"] == status) and (workflow is None or row["workflow"] == workflow)
+                and (after is None or (row["created_at"], row["run_id"]) < after)]
+        rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
+        runs = [_run_from_row(row) for row in rows[:limit]]
+        return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        await self.flush()
+        rows = sorted((row for row in self._runs.values() if row["status"] in UNFINISHED),
+                      key=lambda row: (row["created_at"], row["run_id"]))
+        return [_run_from_row(row) for row in rows]
+
+    async def node_records(self, run_id: str) -> list[NodeRecord]:
+        await self.flush()
+        return [_node_from_row(row) for row in self._nodes.get(run_id, [])]
+
+    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
+        await self.flush()
+        log_ = self._events.get(run_id)
+        return [] if log_ is None else [parse_event(data) for data in log_.since(after, limit)]
+
+    async def last_seq(self, run_id: str) -> int:
+        await self.flush()
+        log_ = self._events.get(run_id)
+        return log_.seqs[-1] if log_ and log_.seqs else 0
+
+    async def delete_run(self, run_id: str) -> None:
+        self._check_open()
+        self._runs.pop(run_id, None)
+        self._events.pop(run_id, None)
+        self._nodes.pop(run_id, None)
+        await self._settle()
+
+    async def purge(self, *, events_older_than_days: float) -> int:
+        self._check_open()
+        cutoff = time.time() - events_older_than_days * 86400.0
+        deleted = 0
+        for run_id, row in self._runs.items():
+            if row["status"] in FINISHED and row["updated_at"] < cutoff:
+                log_ = self._events.pop(run_id, None)
+                deleted += len(log_.seqs) if log_ else 0
+                deleted += len(self._nodes.pop(run_id, []))
+        await self._settle()
+        return deleted
+
+    async def aclose(self) -> None:
+        self.close_sync()
+        await anyio.lowlevel.checkpoint()
+
+    def close_sync(self) -> None:
+        self._closed = True
+        self._deferred.raise_if_any()
+
+
+# ---- SQLiteStore ------------------------------------------------------------------------------------------
+
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, version INTEGER NOT NULL, status TEXT NOT NULL,
+    input TEXT, output TEXT, error TEXT, spec TEXT, parent_run_id TEXT, interrupt TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id);
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL,
+    attempt INTEGER NOT NULL, output TEXT, writes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nodes_by_run ON nodes (run_id, id);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, time REAL NOT NULL, node TEXT,
+    data TEXT NOT NULL, PRIMARY KEY (run_id, seq)
+);
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+_SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+_FINISHED_SQL = ", ".join(f"'{s}'" for s in sorted(FINISHED))
+_UNFINISHED_SQL = ", ".join(f"'{s}'" for s in UNFINISHED)
+SqlFn = Callable[[sqlite3.Connection], Any]
+
+
+def _connect(path: Path, *, synchronous: str = "NORMAL", reader: bool = False) -> sqlite3.Connection:
+    # Readers live in a pool shared by anyio's worker threads, hence check_same_thread=False for them only.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not reader)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if reader:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA journal_size_limit = 67108864")  # truncate the WAL back to 64 MiB after checkpoints
+    return conn
+
+
+def _init_database(path: Path) -> None:
+    """Create or check the schema, and switch the file to WAL (a persistent property of the file)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(f"{path}: run store schema version {version} was written by a newer agentflow "
+                                    f"(this one reads up to {SCHEMA_VERSION}); upgrade agentflow to open it")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("%s: journal_mode is %s, not WAL; writes may block readers", path, mode)
+        if version < SCHEMA_VERSION:
+            conn.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot open the run store: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _sql_append(conn: sqlite3.Connection, write: _Write) -> None:
+    if write.events:
+        try:
+            conn.executemany("INSERT INTO events (run_id, seq, name, time, node, data) VALUES (?, ?, ?, ?, ?, ?)",
+                             write.events)
+        except sqlite3.IntegrityError as exc:
+            seqs = [row[1] for row in write.events]
+            raise DuplicateEventError(f"run {write.run_id!r}: event seq already stored (seqs {seqs[:5]}...)") from exc
+    if write.nodes:
+        conn.executemany("INSERT INTO nodes (run_id, path, kind, attempt, output, writes) VALUES (?, ?, ?, ?, ?, ?)",
+                         write.nodes)
+    if write.run:
+        # Column names come from _RunFields (validated), never from caller strings.
+        sets = ", ".join(f"{name} = ?" for name in write.run)
+        cur = conn.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*write.run.values(), write.run_id])
+        if cur.rowcount == 0:
+            raise RunNotFoundError(f"run {write.run_id!r} not found")
+
+
+def _sql_create_run(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+    try:
+        conn.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    except sqlite3.IntegrityError as exc:
+        raise RunExistsError(f"run {row['run_id']!r} already exists") from exc
+
+
+def _sql_delete_run(conn: sqlite3.Connection, run_id: str) -> None:
+    for table in ("events", "nodes", "runs"):
+        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+
+
+def _sql_purge(conn: sqlite3.Connection, days: float) -> int:
+    cutoff = time.time() - days * 86400.0
+    old = f"SELECT run_id FROM runs WHERE status IN ({_FINISHED_SQL}) AND updated_at < ?"
+    deleted = conn.execute(f"DELETE FROM events WHERE run_id IN ({old})", (cutoff,)).rowcount
+    deleted += conn.execute(f"DELETE FROM nodes WHERE run_id IN ({old})", (cutoff,)).rowcount
+    return int(deleted)
+
+
+Schedule = Callable[[Callable[[], object]], object]
+
+
+def _loop_scheduler() -> Schedule:
+    """A thread-safe, non-blocking way to run a callback on the current event loop."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        pass
+    try:
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    except (ImportError, RuntimeError):
+        raise RuntimeError("the run store must be awaited from an asyncio or trio event loop") from None
+
+
+class _Waiter:
+    """The awaiting side of one op: made on the loop thread, completed from the writer thread."""
+
+    __slots__ = ("_event", "_schedule", "error", "result")
+
+    def __init__(self) -> None:
+        self._schedule = _loop_scheduler()
+        self._event = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def deliver(self, result: Any, error: BaseException | None) -> None:  # writer thread
+        self.result, self.error = result, error
+        try:
+            self._schedule(self._event.set)
+        except RuntimeError:  # the loop is gone (closed, or the trio run ended): nobody is waiting
+            log.debug("run store: event loop closed before a write completed")
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: SqlFn | None  # None: a barrier (flush)
+    waiter: _Waiter | None  # None: append_nowait or housekeeping
+    background: bool = False  # housekeeping: errors are logged, not raised at anyone
+
+
+class _Writer:
+    """The thread that owns the write connection and group-commits the queue."""
+
+    def __init__(self, path: Path, synchronous: str, retention_days: float | None, deferred: _Deferred) -> None:
+        self._path, self._synchronous, self._retention_days = path, synchronous, retention_days
+        self._deferred = deferred
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()  # None: stop
+        self._lock = threading.Lock()
+        self._outstanding = 0  # ops queued but not yet committed and delivered
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"agentflow-store:{path.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: SqlFn | None, waiter: _Waiter | None) -> None:
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("the run store is closed")
+            self._outstanding += 1
+            self._queue.put(_Op(fn, waiter))
+
+    @property
+    def idle(self) -> bool:
+        return self._outstanding == 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop taking ops; the thread commits what is queued, closes its connection and exits."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+
+    def join(self) -> None:
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        error: BaseException | None = None
+        try:
+            conn = _connect(self._path, synchronous=self._synchronous)
+        except Exception as exc:  # every op will get this error rather than hang
+            log.exception("run store: cannot open %s for writing", self._path)
+            error = exc
+        next_purge = time.monotonic() if self._retention_days is not None else None
+        try:
+            while True:
+                if next_purge is not None and time.monotonic() >= next_purge:
+                    self._commit(conn, error, [_Op(self._purge, None, background=True)])
+                    next_purge = time.monotonic() + PURGE_INTERVAL_S
+                try:
+                    timeout = None if next_purge is None else max(0.0, next_purge - time.monotonic())
+                    batch = [self._queue.get(timeout=timeout)]
+                except queue.Empty:
+                    continue
+                while len(batch) < MAX_BATCH_OPS and batch[-1] is not None:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                ops = [op for op in batch if op is not None]
+                self._commit(conn, error, ops)
+                with self._lock:
+                    self._outstanding -= len(ops)
+                if batch[-1] is None:  # nothing can follow the stop marker: submit() refuses once closed
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _purge(self, conn: sqlite3.Connection) -> None:
+        deleted = _sql_purge(conn, self._retention_days or 0.0)
+        if deleted:
+            log.info("run store: retention purged %d event/node rows of finished runs", deleted)
+
+    def _commit(self, conn: sqlite3.Connection | None, error: BaseException | None, ops: list[_Op]) -> None:
+        """One transaction for the whole batch; each op in a SAVEPOINT so it can fail alone."""
+        results: list[tuple[Any, BaseException | None]] = [(None, None)] * len(ops)
+        if any(op.fn is not None for op in ops):
+            try:
+                if conn is None:
+                    raise StoreError(f"{self._path}: the run store's write connection is not open") from error
+                conn.execute("BEGIN IMMEDIATE")
+                results = [self._apply(conn, op) for op in ops]
+                conn.execute("COMMIT")
+            except Exception as exc:  # the transaction itself failed: nothing of this batch is stored
+                _rollback(conn)
+                log.error("run store: commit of %d ops failed: %s", len(ops), exc)
+                results = [(None, _batch_error(exc)) for _ in ops]
+        for op, (result, failure) in zip(ops, results, strict=True):
+            if op.waiter is not None:
+                op.waiter.deliver(result, failure)
+            elif failure is not None and op.background:
+                log.error("run store housekeeping failed: %s", failure, exc_info=failure)
+            elif failure is not None:
+                log.error("run store: append_nowait failed (raised at the next awaited call): %s", failure)
+                self._deferred.add(failure)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, op: _Op) -> tuple[Any, BaseException | None]:
+        if op.fn is None:
+            return None, None
+        conn.execute("SAVEPOINT op")
+        try:
+            result = op.fn(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return None, exc
+        conn.execute("RELEASE op")
+        return result, None
+
+
+def _rollback(conn: sqlite3.Connection | None) -> None:
+    try:
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:  # SQLite may have rolled back by itself (e.g. on SQLITE_FULL)
+        log.exception("run store: rollback failed")
+
+
+def _batch_error(exc: Exception) -> StoreError:
+    error = StoreError(f"run store commit failed: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class _ReadPool:
+    """Read connections shared by worker threads (each used by one thread at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("the run store is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = _connect(self._path, reader=True)
+        try:
+            return fn(conn)
+        finally:
+            with self._lock:
+                keep = not self._closed
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _shutdown(writer: _Writer, reads: _ReadPool) -> None:
+    """Finalizer of an SQLiteStore nobody closed: commit what is queued (also at interpreter exit)."""
+    writer.close()
+    writer.join()
+    reads.close()
+
+
+class SQLiteStore(RunStore):
+    """The durable store: one SQLite file in WAL mode.
+
+    ``synchronous="NORMAL"`` (default): a committed transaction survives the process being killed
+    (SIGKILL, a crash of Python) — the case the tests check — since it is in the WAL file in the OS page
+    cache; only an OS crash or power loss may lose the last few commits (never corrupt the file). WAL
+    is fsynced at checkpoints. ``"FULL"`` fsyncs the WAL at every commit (one per group-committed
+    batch), so commits also survive power loss, at the cost of a disk flush per batch.
+
+    ``retention_days``: when set, the writer thread runs ``purge(events_older_than_days=retention_days)``
+    at open and then hourly.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, retention_days: float | None = None,
+                 synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
+        super().__init__()
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if retention_days is not None and retention_days < 0:
+            raise ValueError("retention_days must be >= 0")
+        self.path = Path(path)
+        self.retention_days = retention_days
+        _init_database(self.path)
+        self._writer = _Writer(self.path, synchronous, retention_days, self._deferred)
+        self._reads = _ReadPool(self.path)
+        self._finalizer = weakref.finalize(self, _shutdown, self._writer, self._reads)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    async def _write(self, fn: SqlFn | None) -> Any:
+        waiter = _Waiter()
+        self._writer.submit(fn, waiter)
+        result = await waiter.wait()
+        self._deferred.raise_if_any()
+        return result
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        await self.flush()  # reads see every write queued before them
+        return await anyio.to_thread.run_sync(self._reads.run, fn)
+
+    async def create_run(self, run: RunRecord) -> None:
+        row = _run_row(run)
+        await self._write(lambda conn: _sql_create_run(conn, row))
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        await self.append(run_id, run=fields)
+
+    async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                     run: dict[str, Any] | None = None) -> None:
+        write = _prepare(run_id, events, nodes, run)
+        await self._write(lambda conn: _sql_append(conn, write))
+
+    def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                      run: dict[str, Any] | None = None) -> None:
+        write = _prepare(run_id, events, nodes, run)
+        self._writer.submit(lambda conn: _sql_append(conn, write), None)
+
+    async def flush(self) -> None:
+        if self._writer.idle:  # nothing in flight: skip the round trip through the writer thread
+            self._deferred.raise_if_any()
+            if self._writer.closed:
+                raise StoreClosedError("the run store is closed")
+            return
+        await self._write(None)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        def read(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,)).fetchone()
+            return None if row is None else _run_from_row(row)
+
+        return await self._read(read)
+
+    async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
+                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("workflow", workflow)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if cursor:
+            where.append("(created_at, run_id) < (?, ?)")
+            params.extend(_decode_cursor(cursor))
+        sql = (f"{_SELECT_RUN} {'WHERE ' + ' AND '.join(where) if where else ''} "
+               "ORDER BY created_at DESC, run_id DESC LIMIT ?")
+
+        def read(conn: sqlite3.Connection) -> tuple[list[RunRecord], str | None]:
+            rows = conn.execute(sql, [*params, limit + 1]).fetchall()
+            runs = [_run_from_row(row) for row in rows[:limit]]
+            return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
+
+        return await self._read(read)
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        sql = f"{_SELECT_RUN} WHERE status IN ({_UNFINISHED_SQL}) ORDER BY created_at, run_id"
+        return await self._read(lambda conn: [_run_from_row(row) for row in conn.execute(sql)])
+
+    async def node_records(self, run_id: str) -> list[NodeRecord]:
+        sql = "SELECT id, run_id, path, kind, attempt, output, writes FROM nodes WHERE run_id = ? ORDER BY id"
+        return await self._read(lambda conn: [_node_from_row(row) for row in conn.execute(sql, (run_id,))])
+
+    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
+        sql = "SELECT data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        args = (run_id, after, -1 if limit is None else limit)
+        return await self._read(lambda conn: [parse_event(data) for (data,) in conn.execute(sql, args)])
+
+    async def last_seq(self, run_id: str) -> int:
+        sql = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?"
+        return int(await self._read(lambda conn: conn.execute(sql, (run_id,)).fetchone()[0]))
+
+    async def delete_run(self, run_id: str) -> None:
+        await self._write(lambda conn: _sql_delete_run(conn, run_id))
+
+    async def purge(self, *, events_older_than_days: float) -> int:
+        return int(await self._write(lambda conn: _sql_purge(conn, events_older_than_days)))
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        await anyio.to_thread.run_sync(self._writer.join)
+        self._finish_close()
+
+    def close_sync(self) -> None:
+        self._writer.close()
+        self._writer.join()
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        self._reads.close()
+        self._finalizer.detach()
+        self._deferred.raise_if_any()
+
+
+def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
+    """A store from configuration: a store passes through; None or ``":memory:"`` gives a MemoryStore; a
+    path gives an SQLiteStore (parent directories created)."""
+    if isinstance(target, RunStore):
+        return target
+    if target is None or str(target) == ":memory:":
+        return MemoryStore()
+    path = Path(target).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(path)
+
+
+__all__ = [
+    "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "RunExistsError", "RunNotFoundError",
+    "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError", "StoreVersionError",
+    "open_store",
+]

@@ -1,0 +1,446 @@
+"""The orchestrator on real parts: tools are plain Python functions, the store a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+
+from agentflow.dsl.ir import WorkflowSpec
+from agentflow.runtime import InvalidInputError, RunStateError, Runtime
+from agentflow.runtime.events import EventBase
+from agentflow.tool import ToolContext
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def spec(text: str) -> WorkflowSpec:
+    return WorkflowSpec.model_validate(yaml.safe_load(text))
+
+
+async def collect(rt: Runtime, run_id: str, after: int = 0) -> list[EventBase]:
+    return [event async for event in rt.events(run_id, after=after)]
+
+
+def names(events: list[EventBase], kind: str) -> list[str | None]:
+    return [e.node for e in events if e.event == kind]  # type: ignore[attr-defined]
+
+
+CHAIN = """
+name: chain
+input: {type: object, properties: {n: {type: integer}}, required: [n]}
+state:
+  total: {type: integer, default: 0}
+  log: {type: array, reducer: append}
+  info: {type: object, reducer: merge}
+nodes:
+  - {id: double, kind: tool, tool: double, args: {x: "{{ input.n }}"}, writes: total}
+  - {id: note, kind: tool, tool: echo, args: {value: "got {{ double }}"}, writes: log}
+  - id: more
+    kind: tool
+    tool: echo
+    args: {value: ["a", "b"]}
+    writes: {log: "output", info: "{'k': state.total}"}
+edges: [{from: double, to: note}, {from: note, to: more}]
+output: {total: state.total, log: state.log, info: state.info}
+"""
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def echo(value: Any) -> Any:
+    return value
+
+
+async def test_chain_state_reducers_and_output(tmp_path: Path) -> None:
+    async with Runtime(tools=[double, echo], store=tmp_path / "runs.db") as rt:
+        record = await rt.run(spec(CHAIN), {"n": 21})
+        assert record.status == "completed", record.error
+        assert record.output == {"total": 42, "log": ["got 42", "a", "b"], "info": {"k": 42}}
+        events = await collect(rt, record.run_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].event == "run.started" and events[-1].event == "run.completed"  # type: ignore[attr-defined]
+    assert names(events, "node.completed") == ["double", "note", "more"]
+
+
+async def test_bad_input_is_rejected_before_any_run_exists(tmp_path: Path) -> None:
+    async with Runtime(tools=[double, echo], store=tmp_path / "runs.db") as rt:
+        with pytest.raises(InvalidInputError, match="/n"):
+            await rt.start(spec(CHAIN), {"n": "many"})
+        runs, _ = await rt.store.list_runs()  # type: ignore[union-attr]
+        assert runs == []
+
+
+FANOUT = """
+name: fanout
+start: [slow_a, slow_b]
+nodes:
+  - {id: slow_a, kind: tool, tool: nap, args: {name: a}}
+  - {id: slow_b, kind: tool, tool: nap, args: {name: b}}
+  - {id: join, kind: tool, tool: echo, args: {value: "{{ [slow_a, slow_b] }}"}}
+edges: [{from: slow_a, to: join}, {from: slow_b, to: join}]
+output: join
+"""
+
+
+async def nap(name: str) -> str:
+    await anyio.sleep(0.2)
+    return name
+
+
+async def test_ready_nodes_run_concurrently_and_join_waits(tmp_path: Path) -> None:
+    async with Runtime(tools=[nap, echo], store=tmp_path / "runs.db") as rt:
+        record = await rt.run(spec(FANOUT))
+        events = await collect(rt, record.run_id)
+    assert record.output == ["a", "b"]
+    start = {e.node: e.time for e in events if e.event == "node.started"}  # type: ignore[attr-defined]
+    end = {e.node: e.time for e in events if e.event == "node.completed"}  # type: ignore[attr-defined]
+    assert start["slow_a"] < end["slow_b"] and start["slow_b"] < end["slow_a"]  # the intervals overlap
+    assert start["join"] >= max(end["slow_a"], end["slow_b"])
+
+
+SWITCH = """
+name: route
+input: {type: object, properties: {kind: {type: string}}}
+nodes:
+  - {id: pick, kind: switch, expression: input.kind, cases: {bug: bug, question: answer}, default: other}
+  - {id: bug, kind: tool, tool: echo, args: {value: filed}}
+  - {id: answer, kind: tool, tool: echo, args: {value: answered}}
+  - {id: other, kind: tool, tool: echo, args: {value: "{{ pick }}"}}
+  - {id: done, kind: tool, tool: echo, args: {value: finished}}
+edges: [{from: bug, to: done}, {from: answer, to: done}, {from: other, to: done}]
+"""
+
+
+@pytest.mark.parametrize(("kind", "ran"), [("bug", "bug"), ("question", "answer"), ("spam", "other")])
+async def test_switch_runs_one_case_and_skips_the_others(tmp_path: Path, kind: str, ran: str) -> None:
+    async with Runtime(tools=[echo], store=":memory:") as rt:
+        record = await rt.run(spec(SWITCH), {"kind": kind})
+        events = await collect(rt, record.run_id)
+    completed = names(events, "node.completed")
+    assert completed == ["pick", ran, "done"]
+    assert record.status == "completed"
+
+
+MAP = """
+name: fan
+input: {type: object, properties: {items: {type: array}}}
+nodes:
+  - id: each
+    kind: map
+    over: input["items"]
+    concurrency: 2
+    body:
+      nodes:
+        - {id: work, kind: tool, tool: counted, args: {x: "{{ item }}", i: "{{ index }}"}}
+        - {id: shape, kind: tool, tool: echo, args: {value: "{{ {'x': work, 'i': index} }}"}}
+      edges: [{from: work, to: shape}]
+output: each
+"""
+
+
+async def test_map_keeps_order_and_respects_its_concurrency(tmp_path: Path) -> None:
+    running = 0
+    peak = 0
+
+    async def counted(x: int, i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.02 * (5 - i))  # later items finish first
+        running -= 1
+        return x * 10
+
+    tools: dict[str, Any] = {"counted": counted, "echo": echo}
+    async with Runtime(tools=tools, store=tmp_path / "r.db") as rt:
+        record = await rt.run(spec(MAP), {"items": [1, 2, 3, 4, 5]})
+        events = await collect(rt, record.run_id)
+    assert record.output == [{"x": 10 * x, "i": i} for i, x in enumerate([1, 2, 3, 4, 5])]
+    assert peak == 2
+    assert "each[4].shape" in names(events, "node.completed")
+
+
+LOOP = """
+name: refine
+state:
+  count: {type: integer, default: 0}
+nodes:
+  - id: again
+    kind: loop
+    condition: state.count < 3 and iteration < 10
+    max_iterations: 5
+    body:
+      nodes:
+        - {id: bump, kind: tool, tool: bump, args: {n: "{{ state.count }}", last: "{{ last }}"}, writes: count}
+output: {count: state.count, last: again}
+"""
+
+
+def bump(n: int, last: Any) -> int:
+    return n + 1
+
+
+async def test_loop_repeats_while_its_condition_holds() -> None:
+    async with Runtime(tools=[bump], store=":memory:") as rt:
+        record = await rt.run(spec(LOOP))
+        events = await collect(rt, record.run_id)
+    assert record.output == {"count": 3, "last": 3}
+    assert names(events, "node.completed")[:3] == ["again#0.bump", "again#1.bump", "again#2.bump"]
+
+
+async def test_loop_stops_at_max_iterations() -> None:
+    capped = spec(LOOP.replace("state.count < 3 and iteration < 10", "iteration >= 0"))
+    async with Runtime(tools=[bump], store=":memory:") as rt:
+        record = await rt.run(capped)
+    assert record.output == {"count": 5, "last": 5}
+
+
+PARALLEL_SUB = """
+name: outer
+nodes:
+  - id: both
+    kind: parallel
+    branches:
+      left: {nodes: [{id: l, kind: tool, tool: echo, args: {value: L}}]}
+      right:
+        nodes:
+          - {id: call, kind: workflow, workflow: inner, input: {word: "hi"}}
+  - {id: after, kind: tool, tool: echo, args: {value: "{{ both.left }}-{{ both.right.shout }}"}}
+edges: [{from: both, to: after}]
+output: after
+"""
+
+INNER = """
+name: inner
+input: {type: object, properties: {word: {type: string}}, required: [word]}
+nodes:
+  - {id: shout, kind: tool, tool: upper, args: {s: "{{ input.word }}"}}
+"""
+
+
+def upper(s: str) -> str:
+    return s.upper()
+
+
+async def test_parallel_branches_and_a_sub_workflow() -> None:
+    async with Runtime(tools=[echo, upper], workflows=[spec(INNER)], store=":memory:") as rt:
+        record = await rt.run(spec(PARALLEL_SUB))
+        events = await collect(rt, record.run_id)
+    assert record.status == "completed", record.error
+    assert record.output == "L-HI"
+    assert "both.right.call/shout" in names(events, "node.completed")
+
+
+RETRY = """
+name: flaky
+defaults: {retry: {max_attempts: 3, initial_delay: 0.01, jitter: 0}}
+nodes:
+  - {id: call, kind: tool, tool: flaky}
+"""
+
+
+async def test_retries_with_backoff_then_success() -> None:
+    keys: list[str] = []
+
+    def flaky(ctx: ToolContext) -> str:
+        keys.append(ctx.idempotency_key)
+        if ctx.attempt < 3:
+            raise ConnectionError("upstream down")
+        return "ok"
+
+    async with Runtime(tools=[flaky], store=":memory:") as rt:
+        record = await rt.run(spec(RETRY))
+        events = await collect(rt, record.run_id)
+    assert record.output == {"call": "ok"}
+    assert [k.rsplit(":", 1)[1] for k in keys] == ["1", "2", "3"]
+    retrying = [e for e in events if e.event == "node.retrying"]  # type: ignore[attr-defined]
+    assert [e.attempt for e in retrying] == [1, 2]
+    assert "upstream down" in retrying[0].error  # type: ignore[attr-defined]
+
+
+ON_ERROR = """
+name: guarded
+nodes:
+  - {id: risky, kind: tool, tool: boom, timeout: 0.05, on_error: fallback}
+  - {id: next, kind: tool, tool: echo, args: {value: never}}
+  - {id: fallback, kind: tool, tool: echo, args: {value: "recovered from {{ error.type }}"}}
+edges: [{from: risky, to: next}]
+output: fallback
+"""
+
+
+async def boom() -> None:
+    await anyio.sleep(5)
+
+
+async def test_timeout_then_on_error_routing() -> None:
+    async with Runtime(tools=[boom, echo], store=":memory:") as rt:
+        record = await rt.run(spec(ON_ERROR))
+        events = await collect(rt, record.run_id)
+    assert record.status == "completed"
+    assert record.output == "recovered from NodeTimeoutError"
+    failed = [e for e in events if e.event == "node.failed"]  # type: ignore[attr-defined]
+    assert failed and failed[0].handled  # type: ignore[attr-defined]
+    assert "next" not in names(events, "node.started")
+
+
+async def test_unhandled_failure_fails_the_run_with_the_node_named() -> None:
+    unguarded = spec(ON_ERROR.replace(", on_error: fallback", ""))
+    async with Runtime(tools=[boom, echo], store=":memory:") as rt:
+        record = await rt.run(unguarded)
+        events = await collect(rt, record.run_id)
+    assert record.status == "failed"
+    assert "risky" in (record.error or "") and "timed out" in (record.error or "")
+    assert events[-1].event == "run.failed"  # type: ignore[attr-defined]
+
+
+CANCEL = """
+name: long
+start: [wait_a, wait_b]
+nodes:
+  - {id: wait_a, kind: tool, tool: forever}
+  - {id: wait_b, kind: tool, tool: forever}
+"""
+
+
+async def test_cancel_reaches_every_running_tool() -> None:
+    started = 0
+    cancelled = 0
+
+    async def forever() -> None:
+        nonlocal started, cancelled
+        started += 1
+        try:
+            await anyio.sleep(60)
+        except anyio.get_cancelled_exc_class():
+            cancelled += 1
+            raise
+
+    async with Runtime(tools=[forever], store=":memory:") as rt:
+        run_id = await rt.start(spec(CANCEL))
+        while started < 2:
+            await anyio.sleep(0.01)
+        record = await rt.cancel(run_id, "user pressed stop")
+        events = await collect(rt, run_id)
+        with pytest.raises(RunStateError):
+            await rt.cancel(run_id)
+    assert record.status == "cancelled" and cancelled == 2
+    assert events[-1].event == "run.cancelled"  # type: ignore[attr-defined]
+
+
+END = """
+name: early
+start: [fast, slow]
+nodes:
+  - {id: fast, kind: tool, tool: echo, args: {value: 1}, writes: got}
+  - {id: stop, kind: end}
+  - {id: slow, kind: tool, tool: forever}
+edges: [{from: fast, to: stop}]
+state: {got: {}}
+output: state.got
+"""
+
+
+async def test_end_node_finishes_the_run_and_cancels_other_branches() -> None:
+    async def forever() -> None:
+        await anyio.sleep(60)
+
+    async with Runtime(tools=[echo, forever], store=":memory:") as rt:
+        with anyio.fail_after(10):
+            record = await rt.run(spec(END))
+    assert record.status == "completed" and record.output == 1
+
+
+INTERRUPT = """
+name: approve
+nodes:
+  - {id: draft, kind: tool, tool: counted_echo, args: {value: "draft"}}
+  - {id: ask, kind: interrupt, prompt: "Approve {{ draft }}?", schema: {type: object, required: [ok]}}
+  - {id: final, kind: tool, tool: counted_echo, args: {value: "{{ ask.ok }}"}}
+edges: [{from: draft, to: ask}, {from: ask, to: final}]
+output: final
+"""
+
+
+async def test_interrupt_pauses_and_resume_continues_without_rerunning(tmp_path: Path) -> None:
+    calls: list[Any] = []
+
+    def counted_echo(value: Any) -> Any:
+        calls.append(value)
+        return value
+
+    db = tmp_path / "runs.db"
+    async with Runtime(tools=[counted_echo], store=db) as rt:
+        run_id = await rt.start(spec(INTERRUPT))
+        record = await rt.wait(run_id)
+        assert record.status == "interrupted"
+        assert record.interrupt == {"node": "ask", "prompt": "Approve draft?", "schema": {"type": "object",
+                                                                                        "required": ["ok"]}}
+        with pytest.raises(InvalidInputError):
+            await rt.resume(run_id, {"nope": 1})
+    # a new process: the run waits in the store; resuming it does not re-run `draft`
+    async with Runtime(tools=[counted_echo], store=db) as rt:
+        assert (await rt.get_run(run_id)).status == "interrupted"
+        await rt.resume(run_id, {"ok": True})
+        record = await rt.wait(run_id)
+        events = await collect(rt, run_id)
+    assert record.status == "completed" and record.output is True
+    assert calls == ["draft", True]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+DURABLE = """
+name: steps
+nodes:
+  - {id: one, kind: tool, tool: step, args: {n: 1}}
+  - {id: two, kind: tool, tool: step, args: {n: 2}}
+  - {id: three, kind: tool, tool: step, args: {n: 3}}
+edges: [{from: one, to: two}, {from: two, to: three}]
+output: three
+"""
+
+
+async def test_a_suspended_run_resumes_from_its_checkpoints(tmp_path: Path) -> None:
+    calls: list[tuple[int, str]] = []
+    gate = anyio.Event()
+
+    async def step(n: int, ctx: ToolContext) -> int:
+        calls.append((n, ctx.idempotency_key))
+        if n == 2 and not gate.is_set():
+            await anyio.sleep(60)  # the "crash" happens while node two is in flight
+        return n
+
+    db = tmp_path / "runs.db"
+    async with Runtime(tools=[step], store=db) as rt:
+        run_id = await rt.start(spec(DURABLE))
+        while len(calls) < 2:
+            await anyio.sleep(0.01)
+    gate.set()
+    async with Runtime(tools=[step], store=db) as rt:  # recovers unfinished runs on entry
+        record = await rt.wait(run_id)
+        events = await collect(rt, run_id)
+    assert record.status == "completed" and record.output == 3
+    assert [n for n, _ in calls] == [1, 2, 2, 3]  # `one` did not run again; `two` re-ran
+    assert calls[1][1] == calls[2][1]  # ... with the same idempotency key
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert names(events, "node.completed") == ["one", "two", "three"]
+
+
+async def test_replay_from_any_seq_and_live_subscription() -> None:
+    async with Runtime(tools=[nap, echo], store=":memory:") as rt:
+        run_id = await rt.start(spec(FANOUT))
+        live = await collect(rt, run_id)  # subscribes while the run is going
+        replay = await collect(rt, run_id, after=3)
+    assert [e.seq for e in live] == list(range(1, len(live) + 1))
+    assert replay == live[3:]
