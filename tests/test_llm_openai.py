@@ -1,0 +1,384 @@
+"""OpenAICompatible end to end over real HTTP, against ``FakeOpenAIServer``: a stand-in for an
+OpenAI-compatible API (no real remote API is reachable from tests), built on the stdlib
+``ThreadingHTTPServer`` on 127.0.0.1, answering with server-sent events in OpenAI's exact chunk
+shape. Also ``resolve_llm``'s spec formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from agentflow.llm import (
+    Constraint,
+    LLMError,
+    LLMRequest,
+    LLMResult,
+    LLMStatusError,
+    LocalEngine,
+    OpenAICompatible,
+    TextDelta,
+    generate,
+    resolve_llm,
+)
+
+log = logging.getLogger(__name__)
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# ---- the fake server ------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+Reply = Callable[["_Handler"], None]
+
+
+@dataclass
+class FakeOpenAIServer:
+    """A fake OpenAI-compatible ``/v1/chat/completions`` on an ephemeral local port. ``reply``
+    decides what the next request gets; every request is recorded in ``received``."""
+
+    reply: Reply = field(default_factory=lambda: sse_reply(text_chunks(["Hello"])))
+    received: list[Received] = field(default_factory=list)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    """Set when a streaming reply found the client gone."""
+
+    def __post_init__(self) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.fake = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="fake-openai", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, chunked bodies: what real servers speak
+
+    @property
+    def fake(self) -> FakeOpenAIServer:
+        return self.server.fake  # type: ignore[attr-defined, no-any-return]
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.fake.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
+                                           json.loads(raw)))
+        if self.path != "/v1/chat/completions":
+            return json_reply(404, {"error": {"message": f"no route {self.path}"}})(self)
+        self.fake.reply(self)
+
+    def write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("fake server: " + format, *args)
+
+
+def sse_reply(chunks: list[dict[str, Any]], *, done: bool = True, delay: float = 0.0) -> Reply:
+    """A 200 ``text/event-stream``: one ``data:`` event per chunk, then ``data: [DONE]``."""
+
+    def reply(h: _Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for chunk in chunks:
+            h.write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+            time.sleep(delay)
+        if done:
+            h.write_chunk(b"data: [DONE]\n\n")
+        h.write_chunk(b"")
+
+    return reply
+
+
+def endless_reply(h: _Handler) -> None:
+    """Content chunks every 10 ms until the client hangs up (then ``disconnected`` is set)."""
+    h.send_response(200)
+    h.send_header("Content-Type", "text/event-stream")
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:
+            h.write_chunk(f"data: {json.dumps(chunk({'content': 'tick '}))}\n\n".encode())
+            time.sleep(0.01)
+    except (BrokenPipeError, ConnectionResetError):
+        h.fake.disconnected.set()
+        h.close_connection = True
+
+
+def json_reply(status: int, body: dict[str, Any] | str) -> Reply:
+    def reply(h: _Handler) -> None:
+        data = (json.dumps(body) if isinstance(body, dict) else body).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json" if isinstance(body, dict) else "text/plain")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    return reply
+
+
+def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": "gpt-fake", "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "usage": None}
+
+
+def usage_chunk(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": "gpt-fake", "choices": [],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": cached}}}
+
+
+def text_chunks(pieces: list[str], finish_reason: str = "stop") -> list[dict[str, Any]]:
+    return ([chunk({"role": "assistant", "content": ""})] + [chunk({"content": p}) for p in pieces]
+            + [chunk({}, finish_reason), usage_chunk(12, len(pieces), cached=8)])
+
+
+def tool_call_chunks() -> list[dict[str, Any]]:
+    """Two calls, streamed as OpenAI does: id and name first, then argument fragments."""
+
+    def call(index: int, **fields: Any) -> dict[str, Any]:
+        return chunk({"tool_calls": [{"index": index, **fields}]})
+
+    return [chunk({"role": "assistant", "content": None}),
+            call(0, id="call_abc", type="function", function={"name": "get_weather", "arguments": ""}),
+            call(0, function={"arguments": '{"ci'}), call(0, function={"arguments": 'ty": "Par'}),
+            call(0, function={"arguments": 'is"}'}),
+            call(1, id="call_def", type="function", function={"name": "get_time", "arguments": ""}),
+            call(1, function={"arguments": '{"tz": "Europe/Paris", "fmt": {"h24": true}}'}),
+            chunk({}, "tool_calls"), usage_chunk(40, 30)]
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    fake = FakeOpenAIServer()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+async def collect(llm: OpenAICompatible, request: LLMRequest) -> tuple[list[str], LLMResult]:
+    deltas: list[str] = []
+    result: LLMResult | None = None
+    async for item in llm.stream(request):
+        if isinstance(item, TextDelta):
+            deltas.append(item.text)
+        else:
+            result = item
+    assert result is not None
+    return deltas, result
+
+
+# ---- the client -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_text_stream_usage_and_request_body(server: FakeOpenAIServer) -> None:
+    server.reply = sse_reply(text_chunks(["Hel", "lo, ", "wörld 🙂"]))
+    llm = OpenAICompatible(server.base_url, api_key="sk-test", model="gpt-fake")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    deltas, result = await collect(llm, LLMRequest(messages=messages, max_tokens=50, temperature=0.2, seed=7,
+                                                   stop=["\n\n"]))
+    await llm.aclose()
+    assert deltas == ["Hel", "lo, ", "wörld 🙂"]
+    assert (result.text, result.finish_reason, result.tool_calls) == ("Hello, wörld 🙂", "stop", [])
+    assert (result.prompt_tokens, result.completion_tokens, result.cached_tokens) == (12, 3, 8)
+    [got] = server.received
+    assert got.path == "/v1/chat/completions"
+    assert got.headers["authorization"] == "Bearer sk-test"
+    assert got.body == {"model": "gpt-fake", "messages": messages, "stream": True,
+                        "stream_options": {"include_usage": True}, "max_tokens": 50, "temperature": 0.2,
+                        "seed": 7, "stop": ["\n\n"]}
+
+
+@pytest.mark.anyio
+async def test_prompt_model_override_and_key_from_env(server: FakeOpenAIServer,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    llm = OpenAICompatible(server.base_url + "/", model="default-model")
+    await generate(llm, LLMRequest(prompt="Complete me", model="other-model", top_k=5))
+    monkeypatch.delenv("OPENAI_API_KEY")
+    keyless = OpenAICompatible(server.base_url)
+    await generate(keyless, LLMRequest(prompt="again"))
+    await llm.aclose()
+    await keyless.aclose()
+    first, second = server.received
+    assert first.headers["authorization"] == "Bearer sk-env"
+    assert first.body["model"] == "other-model" and first.body["top_k"] == 5
+    assert first.body["messages"] == [{"role": "user", "content": "Complete me"}]
+    assert "authorization" not in second.headers and "model" not in second.body
+
+
+@pytest.mark.anyio
+async def test_tool_call_fragments_are_reassembled(server: FakeOpenAIServer) -> None:
+    server.reply = sse_reply(tool_call_chunks())
+    llm = OpenAICompatible(server.base_url, model="gpt-fake")
+    deltas, result = await collect(llm, LLMRequest(messages=[{"role": "user", "content": "?"}], tools=TOOLS))
+    await llm.aclose()
+    assert deltas == [] and result.text == ""
+    assert result.finish_reason == "tool_calls"
+    assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("call_abc", "get_weather", {"city": "Paris"}),
+        ("call_def", "get_time", {"tz": "Europe/Paris", "fmt": {"h24": True}})]
+    assert (result.prompt_tokens, result.completion_tokens) == (40, 30)
+    assert server.received[0].body["tools"] == TOOLS
+
+
+@pytest.mark.anyio
+async def test_json_schema_constraint_becomes_response_format(server: FakeOpenAIServer) -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    llm = OpenAICompatible(server.base_url, model="gpt-fake")
+    await generate(llm, LLMRequest(prompt="json", constraint=Constraint(json_schema=schema)))
+    await generate(llm, LLMRequest(prompt="regex", constraint=Constraint(regex="[0-9]+")))
+    await generate(llm, LLMRequest(prompt="choice", constraint=Constraint(choices=("a", "b"))))
+    await llm.aclose()
+    assert server.received[0].body["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+    assert all("response_format" not in r.body for r in server.received[1:])
+
+
+@pytest.mark.anyio
+async def test_http_errors_carry_status_and_the_servers_message(server: FakeOpenAIServer) -> None:
+    llm = OpenAICompatible(server.base_url, api_key="sk-wrong", model="gpt-fake")
+    server.reply = json_reply(401, {"error": {"message": "Incorrect API key provided: sk-wrong.",
+                                              "type": "invalid_request_error", "param": None,
+                                              "code": "invalid_api_key"}})
+    with pytest.raises(LLMStatusError, match=r"HTTP 401 .*Incorrect API key provided") as info:
+        await generate(llm, LLMRequest(prompt="hi"))
+    assert info.value.status_code == 401 and isinstance(info.value, LLMError)
+    server.reply = json_reply(500, "upstream exploded")
+    with pytest.raises(LLMStatusError, match=r"HTTP 500 .*upstream exploded") as info:
+        await generate(llm, LLMRequest(prompt="hi"))
+    assert info.value.status_code == 500
+    wrong_path = OpenAICompatible(server.base_url.removesuffix("/v1"), model="gpt-fake")
+    with pytest.raises(LLMStatusError, match=r"HTTP 404 .*no route /chat/completions"):
+        await generate(wrong_path, LLMRequest(prompt="hi"))
+    await llm.aclose()
+    await wrong_path.aclose()
+
+
+@pytest.mark.anyio
+async def test_bad_streams_raise_llm_error(server: FakeOpenAIServer) -> None:
+    llm = OpenAICompatible(server.base_url, model="gpt-fake")
+    bad_args = tool_call_chunks()
+    bad_args[3] = chunk({"tool_calls": [{"index": 0, "function": {"arguments": "}}"}}]})
+    server.reply = sse_reply(bad_args)
+    with pytest.raises(LLMError, match="'get_weather' has arguments that are not valid JSON"):
+        await generate(llm, LLMRequest(prompt="hi", tools=TOOLS))
+    server.reply = sse_reply([chunk({"content": "a"}), {"error": {"message": "model overloaded"}}])
+    with pytest.raises(LLMError, match="mid-stream: model overloaded"):
+        await generate(llm, LLMRequest(prompt="hi"))
+    server.reply = sse_reply([chunk({"content": "a"})], done=False)
+    with pytest.raises(LLMError, match="before the response finished"):
+        await generate(llm, LLMRequest(prompt="hi"))
+    await llm.aclose()
+
+
+@pytest.mark.anyio
+async def test_connection_failure_is_an_llm_error() -> None:
+    fake = FakeOpenAIServer()  # bound, never serving, then closed: the port refuses connections
+    base_url = fake.base_url
+    fake._httpd.server_close()
+    llm = OpenAICompatible(base_url, model="gpt-fake", timeout=5)
+    with pytest.raises(LLMError, match="ConnectError") as info:
+        await generate(llm, LLMRequest(prompt="hi"))
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    await llm.aclose()
+
+
+@pytest.mark.anyio
+async def test_break_and_cancellation_close_the_connection(server: FakeOpenAIServer) -> None:
+    server.reply = endless_reply
+    llm = OpenAICompatible(server.base_url, model="gpt-fake")
+    stream = llm.stream(LLMRequest(prompt="go"))
+    for _ in range(3):
+        assert isinstance(await stream.__anext__(), TextDelta)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert await anyio.to_thread.run_sync(server.disconnected.wait, 5)
+
+    server.disconnected.clear()
+    seen: list[str] = []
+    with anyio.move_on_after(0.3) as scope:
+        async for item in llm.stream(LLMRequest(prompt="go")):
+            if isinstance(item, TextDelta):
+                seen.append(item.text)
+    assert scope.cancelled_caught and seen
+    assert await anyio.to_thread.run_sync(server.disconnected.wait, 5)
+    await llm.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_client_passed_in_stays_open(server: FakeOpenAIServer) -> None:
+    async with httpx.AsyncClient() as client:
+        llm = OpenAICompatible(server.base_url, model="gpt-fake", client=client, headers={"X-Trace": "t1"})
+        await generate(llm, LLMRequest(prompt="hi"))
+        await llm.aclose()
+        assert not client.is_closed
+    owned = OpenAICompatible(server.base_url)
+    await owned.aclose()
+    assert owned._client.is_closed
+    assert server.received[0].headers["x-trace"] == "t1"
+
+
+def test_base_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="http"):
+        OpenAICompatible("localhost:8000/v1")
+
+
+# ---- resolve_llm ----------------------------------------------------------------------------
+
+
+def test_resolve_llm_specs(tmp_path: Any) -> None:
+    remote = resolve_llm("openai:qwen2.5-7b@http://localhost:8000/v1")
+    assert isinstance(remote, OpenAICompatible)
+    assert (remote.url, remote.model) == ("http://localhost:8000/v1/chat/completions", "qwen2.5-7b")
+    hosted = resolve_llm("openai:gpt-4o-mini", api_key="sk-x")
+    assert isinstance(hosted, OpenAICompatible)
+    assert (hosted.url, hosted.model) == ("https://api.openai.com/v1/chat/completions", "gpt-4o-mini")
+    bare = resolve_llm("https://example.test/api/v1")
+    assert isinstance(bare, OpenAICompatible) and bare.model is None
+    for spec in ("demo", "local:demo", str(tmp_path), "./checkpoints/qwen", "~/models/qwen"):
+        assert isinstance(resolve_llm(spec), LocalEngine), spec  # built lazily: nothing loads here
+    with pytest.raises(ValueError, match="unknown LLM spec"):
+        resolve_llm("gpt-4o")
