@@ -50,6 +50,7 @@ from agentflow.tool import Tool, ToolRegistry
 logger = logging.getLogger(__name__)
 
 LLMSource = LLM | Mapping[str, LLM] | Callable[[str | None], LLM] | None
+ToolSource = ToolRegistry | Iterable[Tool | Callable[..., Any]] | Mapping[str, Tool | Callable[..., Any]]
 
 
 @dataclass
@@ -71,8 +72,7 @@ class _Live:
 class Runtime:
     """Runs workflows. See the module docstring for the lifecycle."""
 
-    def __init__(self, *, llm: LLMSource = None,
-                 tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | Mapping[str, Tool | Callable[..., Any]] = (),
+    def __init__(self, *, llm: LLMSource = None, tools: ToolSource = (),
                  workflows: Iterable[Any] = (), store: RunStore | str | Path | None = None,
                  recover: bool = True) -> None:
         self._llm = llm
