@@ -684,7 +684,7 @@ def validate_data(data: object, *, locate: Locate | None = None, tools: Collecti
         spec = None
     else:
         try:
-            spec = WorkflowSpec.model_validate(data)
+            spec = WorkflowSpec.model_validate(data, by_alias=True, by_name=False)  # YAML names only
         except ValidationError as exc:
             found = [_Found(issue) for issue in _structure_issues(data, exc)]
             spec = None
