@@ -444,3 +444,38 @@ async def test_replay_from_any_seq_and_live_subscription() -> None:
         replay = await collect(rt, run_id, after=3)
     assert [e.seq for e in live] == list(range(1, len(live) + 1))
     assert replay == live[3:]
+
+
+async def test_recovery_resumes_the_attempt_after_a_logged_retry(tmp_path: Path) -> None:
+    """Killed after `node.retrying` was stored but before the next `node.started`: attempt 2 runs next,
+    with its own idempotency key, and the run does not get an extra attempt."""
+    import time as _time
+
+    from agentflow.runtime.events import NodeRetrying, NodeStarted, RunStarted
+    from agentflow.runtime.store import RunRecord, open_store
+
+    flaky_spec = spec(RETRY)
+    store = open_store(tmp_path / "runs.db")
+    now = _time.time()
+    await store.create_run(RunRecord(run_id="r1", workflow="flaky", status="running", input={},
+                                     spec=flaky_spec.model_dump(mode="json", by_alias=True),
+                                     created_at=now, updated_at=now))
+    await store.append("r1", [RunStarted(run_id="r1", seq=1, time=now, workflow="flaky", version=1, input={}),
+                              NodeStarted(run_id="r1", seq=2, time=now, node="call", attempt=1, kind="tool"),
+                              NodeRetrying(run_id="r1", seq=3, time=now, node="call", attempt=1, error="x",
+                                           delay=0.01)])
+    await store.aclose()
+    seen: list[int] = []
+
+    def flaky(ctx: ToolContext) -> str:
+        seen.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise ConnectionError("still down")
+        return "ok"
+
+    async with Runtime(tools=[flaky], store=tmp_path / "runs.db") as rt:
+        record = await rt.wait("r1")
+        events = await collect(rt, "r1")
+    assert seen == [2, 3]
+    assert record.status == "completed"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))

@@ -36,6 +36,7 @@ from agentflow.runtime.errors import NoLLMError, RunNotFoundError, RunStateError
 from agentflow.runtime.events import (
     TERMINAL_EVENTS,
     EventBase,
+    NodeRetrying,
     NodeStarted,
     RunCancelled,
     RunCompleted,
@@ -317,8 +318,14 @@ class Runtime:
         records = await self.store.node_records(record.run_id)
         events = await self.store.events(record.run_id)
         done = {r.path for r in records if r.kind != "decision"}
-        attempts = {e.node: e.attempt for e in events
-                    if isinstance(e, NodeStarted) and e.node and e.attempt and e.node not in done}
+        # the attempt in flight at the crash: the last one started, or the one after the last retry notice
+        attempts: dict[str, int] = {}
+        for e in events:
+            if e.node and e.attempt and e.node not in done:
+                if isinstance(e, NodeStarted):
+                    attempts[e.node] = max(attempts.get(e.node, 1), e.attempt)
+                elif isinstance(e, NodeRetrying):
+                    attempts[e.node] = max(attempts.get(e.node, 1), e.attempt + 1)
         last_seq = events[-1].seq if events else 0
         return RunExecution(record.run_id, spec, record.input, self._services(), records=records,
                             last_seq=last_seq, attempts=attempts)
@@ -336,7 +343,11 @@ class Runtime:
                 logger.error("cannot resume run %s: %s", record.run_id, exc)
                 continue
             self._launch(tg, execution)
-            execution.emit(RunResumed)
+            if execution.seq == 0:  # killed between recording the run and logging its start
+                execution.emit(RunStarted, workflow=execution.spec.name, version=execution.spec.version,
+                               input=record.input)
+            else:
+                execution.emit(RunResumed)
             resumed.append(record.run_id)
         if resumed:
             logger.info("resumed %d unfinished run(s)", len(resumed))
