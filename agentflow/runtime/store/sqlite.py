@@ -1,43 +1,8 @@
-"""Run store: runs, per-node checkpoints and the event log — durable in SQLite by default.
-
-Three kinds of rows:
-
-- **runs**: one per run (status, input, output, error, and the workflow IR as JSON so a restarted
-  process can resume without the registry).
-- **node records**: one per completed/failed node or decision, holding that node's output and the
-  state writes it applied — never the whole state. Resuming replays the writes in ``seq`` order, so a
-  checkpoint costs the size of one node's result instead of the whole state at every step.
-- **events**: the run's event log keyed by ``(run_id, seq)``, the SSE ids; a duplicate seq raises
-  ``DuplicateEventError`` because it means the orchestrator numbered two events alike.
-
-Write path of ``SQLiteStore`` (the event loop never touches the database): ``append`` serialises
-its rows on the caller's thread — a snapshot, so the caller may mutate its objects right after —
-queues one op, and waits on an ``anyio.Event``. One writer thread owns the write connection and
-drains everything queued into ONE transaction (group commit: one WAL append, and under
-``synchronous=FULL`` one fsync, for however many runs wrote meanwhile). Each op runs inside its own
-SAVEPOINT, so a failing op (a duplicate seq) rolls back alone and the others in the batch commit.
-After COMMIT the writer wakes each waiter through its loop's thread-safe "call soon" (asyncio's
-``call_soon_threadsafe`` or trio's ``run_sync_soon``), which never blocks the writer. Reads flush,
-then run on a pooled read connection in a worker thread; WAL lets them proceed while the writer
-commits.
-
-Ordering and errors: ops commit in FIFO order, so an awaited call returning means it and everything
-queued before it (``append_nowait`` included) is committed. An awaited op raises its own error; an
-``append_nowait`` error is logged at once and raised by the next awaited call on the store (or
-``flush``/``aclose``). Cancelling an awaited write does not withdraw it: it is queued and will commit.
-
-Errors: ``StoreError`` (an ``AgentflowError``) ← ``StoreClosedError``, ``StoreVersionError``,
-``RunExistsError``, ``RunNotFoundError``, ``DuplicateEventError``.
-"""
+"""``SQLiteStore``: the durable run store (WAL, one writer thread with group commit; see ``base``)."""
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import base64
-import bisect
-import itertools
-import json
 import logging
 import os
 import queue
@@ -45,450 +10,44 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, TypeAdapter, with_config
-from typing_extensions import TypedDict
 
-from agentflow.errors import AgentflowError
 from agentflow.runtime.events import EventBase, parse_event
+from agentflow.runtime.store.base import (
+    _RUN_COLUMNS,
+    FINISHED,
+    MAX_BATCH_OPS,
+    PURGE_INTERVAL_S,
+    SCHEMA_VERSION,
+    UNFINISHED,
+    DuplicateEventError,
+    NodeRecord,
+    RunExistsError,
+    RunNotFoundError,
+    RunRecord,
+    RunStore,
+    StoreClosedError,
+    StoreError,
+    StoreVersionError,
+    T,
+    _decode_cursor,
+    _Deferred,
+    _encode_cursor,
+    _node_from_row,
+    _prepare,
+    _run_from_row,
+    _run_row,
+    _Write,
+)
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-RunStatus = Literal["pending", "running", "interrupted", "completed", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-UNFINISHED = ("pending", "running")
-"""Statuses ``unfinished_runs`` returns; interrupted runs wait for an explicit resume instead."""
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; a file with a larger number was written by a newer agentflow."""
-MAX_BATCH_OPS = 1024
-"""Most queued ops the writer folds into one transaction (bounds a batch's latency)."""
-PURGE_INTERVAL_S = 3600.0
-"""How often the writer applies ``retention_days`` while the store is open."""
-
-
-class StoreError(AgentflowError):
-    code = "store_error"
-
-
-class StoreClosedError(StoreError):
-    code = "store_closed"
-
-
-class StoreVersionError(StoreError):
-    code = "store_version"
-
-
-class RunExistsError(StoreError):
-    code = "run_exists"
-
-
-class RunNotFoundError(StoreError):
-    code = "run_not_found"
-
-
-class DuplicateEventError(StoreError):
-    code = "duplicate_event"
-
-
-class RunRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: str
-    workflow: str
-    version: int = 1
-    status: RunStatus = "pending"
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    spec: dict[str, Any] | None = None
-    """The workflow IR as JSON, so a restarted process can resume without the registry."""
-    parent_run_id: str | None = None
-    interrupt: dict[str, Any] | None = None
-    """``{"node": path, "prompt": ..., "schema": ...}`` while the run is interrupted."""
-    created_at: float
-    updated_at: float
-
-
-@dataclass
-class NodeRecord:
-    """One per-node checkpoint or decision. Outputs and writes go through JSON (non-JSON values become
-    ``str``), so what comes back is what a restarted process would see."""
-
-    run_id: str
-    path: str
-    """Node path, e.g. ``fetch``, ``items[3].fetch``, ``refine#2.draft``."""
-    kind: str
-    """``completed`` | ``decision`` | ``failed``."""
-    attempt: int = 1
-    output: Any = None
-    writes: list[tuple[str, Any]] = field(default_factory=list)
-    """State writes applied when the node completed, in order; resuming replays them by ``seq``."""
-    seq: int = 0
-    """Assigned by the store (global insertion order) on the records it returns; the caller's record
-    is left untouched."""
-
-
-@with_config(ConfigDict(extra="forbid"))
-class _RunFields(TypedDict, total=False):
-    """The fields ``update_run`` / ``append(run=...)`` may change, validated at the edge."""
-
-    workflow: str
-    version: int
-    status: RunStatus
-    input: Any
-    output: Any
-    error: str | None
-    spec: dict[str, Any] | None
-    parent_run_id: str | None
-    interrupt: dict[str, Any] | None
-    updated_at: float
-
-
-_RUN_FIELDS: TypeAdapter[_RunFields] = TypeAdapter(_RunFields)
-_RUN_COLUMNS = ("run_id", "workflow", "version", "status", "input", "output", "error", "spec", "parent_run_id",
-                "interrupt", "created_at", "updated_at")
-_JSON_COLUMNS = ("input", "output", "spec", "interrupt")
-EventRow = tuple[str, int, str, float, str | None, str]  # run_id, seq, name, time, node, event JSON
-NodeRow = tuple[str, str, str, int, str | None, str]  # run_id, path, kind, attempt, output JSON, writes JSON
-
-
-# ---- encoding: shared by both stores so they agree on what comes back --------------------------------------
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _run_row(run: RunRecord) -> dict[str, Any]:
-    row = {name: getattr(run, name) for name in _RUN_COLUMNS}
-    for name in _JSON_COLUMNS:
-        row[name] = _dumps(row[name])
-    return row
-
-
-def _run_from_row(row: Mapping[str, Any] | Sequence[Any]) -> RunRecord:
-    data = dict(row) if isinstance(row, Mapping) else dict(zip(_RUN_COLUMNS, row, strict=True))
-    for name in _JSON_COLUMNS:
-        data[name] = _loads(data[name])
-    return RunRecord.model_validate(data)
-
-
-def _run_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated, JSON-encoded column values for a run update; ``updated_at`` defaults to now."""
-    checked = dict(_RUN_FIELDS.validate_python(fields))
-    checked.setdefault("updated_at", time.time())
-    for name in _JSON_COLUMNS:
-        if name in checked:
-            checked[name] = _dumps(checked[name])
-    return checked
-
-
-def _node_from_row(row: Sequence[Any]) -> NodeRecord:
-    seq, run_id, path, kind, attempt, output, writes = row
-    return NodeRecord(run_id, path, kind, attempt, _loads(output), [(k, v) for k, v in json.loads(writes)], seq)
-
-
-def _encode_cursor(run: RunRecord) -> str:
-    return base64.urlsafe_b64encode(json.dumps([run.created_at, run.run_id]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), str(run_id)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"invalid list_runs cursor {cursor!r}") from exc
-
-
-@dataclass(slots=True)
-class _Write:
-    """One append, serialised on the caller's thread: the unit applied atomically."""
-
-    run_id: str
-    events: list[EventRow]
-    nodes: list[NodeRow]
-    run: dict[str, Any]
-
-
-def _prepare(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecord],
-             run: Mapping[str, Any] | None) -> _Write:
-    for other in itertools.chain((e.run_id for e in events), (n.run_id for n in nodes)):
-        if other != run_id:
-            raise ValueError(f"append({run_id!r}) got a record of run {other!r}")
-    event_rows = [(run_id, e.seq, getattr(e, "event", type(e).__name__), e.time, e.node, e.model_dump_json())
-                  for e in events]
-    node_rows = [(run_id, n.path, n.kind, n.attempt, _dumps(n.output),
-                  json.dumps(n.writes, ensure_ascii=False, default=str)) for n in nodes]
-    return _Write(run_id, event_rows, node_rows, _run_columns(run) if run else {})
-
-
-class _Deferred:
-    """Errors of writes nobody awaited (``append_nowait``), raised by the next awaited call."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._errors: list[BaseException] = []
-
-    def add(self, exc: BaseException) -> None:
-        with self._lock:
-            self._errors.append(exc)
-
-    def raise_if_any(self) -> None:
-        if not self._errors:
-            return
-        with self._lock:
-            errors, self._errors = self._errors, []
-        if len(errors) > 1:
-            log.error("%d more append_nowait writes failed; raising the first", len(errors) - 1)
-        raise errors[0]
-
-
-class RunStore(abc.ABC):
-    """Where runs, per-node checkpoints and event logs live. Async methods are called from an anyio
-    event loop (asyncio or trio) and never block it; see the module docstring for the guarantees."""
-
-    def __init__(self) -> None:
-        self._deferred = _Deferred()
-
-    @abc.abstractmethod
-    async def create_run(self, run: RunRecord) -> None:
-        """Insert a new run; ``RunExistsError`` if the id is taken."""
-
-    @abc.abstractmethod
-    async def update_run(self, run_id: str, **fields: Any) -> None:
-        """Change run fields (``updated_at`` defaults to now); ``RunNotFoundError`` for an unknown run."""
-
-    @abc.abstractmethod
-    async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
-                     run: dict[str, Any] | None = None) -> None:
-        """Insert events and node records and optionally update run fields, in ONE atomic transaction;
-        returns once it is committed."""
-
-    @abc.abstractmethod
-    def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
-                      run: dict[str, Any] | None = None) -> None:
-        """``append`` without waiting: FIFO with every other write; its error surfaces on the next awaited call."""
-
-    @abc.abstractmethod
-    async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
-
-    @abc.abstractmethod
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
-
-    @abc.abstractmethod
-    async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
-        """Newest first; the second item is an opaque cursor for the next page, or None after the last."""
-
-    @abc.abstractmethod
-    async def unfinished_runs(self) -> list[RunRecord]:
-        """Pending and running runs (what a restarted process resumes), oldest first."""
-
-    @abc.abstractmethod
-    async def node_records(self, run_id: str) -> list[NodeRecord]:
-        """The run's checkpoints in ``seq`` (insertion) order."""
-
-    @abc.abstractmethod
-    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
-        """Events with ``seq > after``, ascending."""
-
-    @abc.abstractmethod
-    async def last_seq(self, run_id: str) -> int:
-        """The largest stored event seq of the run, 0 when none."""
-
-    @abc.abstractmethod
-    async def delete_run(self, run_id: str) -> None:
-        """Delete the run, its events and node records (no error if absent; child runs stay)."""
-
-    @abc.abstractmethod
-    async def purge(self, *, events_older_than_days: float) -> int:
-        """Delete the event logs AND node records of finished runs last updated more than that many days
-        ago (a finished run is never resumed, so its checkpoints are dead weight); the run rows stay.
-        Returns the number of event and node rows deleted."""
-
-    @abc.abstractmethod
-    async def aclose(self) -> None:
-        """Commit everything queued, then close. Idempotent."""
-
-    @abc.abstractmethod
-    def close_sync(self) -> None:
-        """``aclose`` for atexit and sync code (blocks the calling thread until the queue is drained)."""
-
-    async def __aenter__(self) -> RunStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-
-# ---- MemoryStore ------------------------------------------------------------------------------------------
-
-class _EventLog:
-    """One run's events as JSON, sorted by seq."""
-
-    def __init__(self) -> None:
-        self.seqs: list[int] = []
-        self.data: dict[int, str] = {}
-
-    def insert(self, seq: int, data: str) -> None:
-        if not self.seqs or seq > self.seqs[-1]:
-            self.seqs.append(seq)
-        else:
-            bisect.insort(self.seqs, seq)
-        self.data[seq] = data
-
-    def since(self, after: int, limit: int | None) -> list[str]:
-        start = bisect.bisect_right(self.seqs, after)
-        stop = None if limit is None else start + limit
-        return [self.data[seq] for seq in self.seqs[start:stop]]
-
-
-class MemoryStore(RunStore):
-    """The same semantics in process memory, for tests and the in-memory benchmark. Values are kept as
-    the same JSON SQLite stores, so callers get fresh copies and the same round-trip as on disk. Every
-    awaited call is a checkpoint (it yields once), like the SQLite store's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._runs: dict[str, dict[str, Any]] = {}
-        self._events: dict[str, _EventLog] = {}
-        self._nodes: dict[str, list[tuple[int, str, str, str, int, str | None, str]]] = {}
-        self._node_seq = itertools.count(1)
-        self._closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError("the run store is closed")
-
-    async def _settle(self) -> None:
-        await anyio.lowlevel.checkpoint()
-        self._deferred.raise_if_any()
-
-    def _apply(self, write: _Write) -> None:
-        """All checks before any change, so a failing write leaves nothing behind."""
-        if write.run and write.run_id not in self._runs:
-            raise RunNotFoundError(f"run {write.run_id!r} not found")
-        log_ = self._events.get(write.run_id)
-        seqs = [row[1] for row in write.events]
-        if len(set(seqs)) != len(seqs) or (log_ is not None and any(s in log_.data for s in seqs)):
-            raise DuplicateEventError(f"run {write.run_id!r}: event seq already stored (seqs {seqs[:5]}...)")
-        if write.events:
-            log_ = self._events.setdefault(write.run_id, _EventLog())
-            for _, seq, _, _, _, data in write.events:
-                log_.insert(seq, data)
-        if write.nodes:
-            rows = self._nodes.setdefault(write.run_id, [])
-            rows.extend((next(self._node_seq), *row) for row in write.nodes)
-        if write.run:
-            self._runs[write.run_id].update(write.run)
-
-    async def create_run(self, run: RunRecord) -> None:
-        self._check_open()
-        if run.run_id in self._runs:
-            raise RunExistsError(f"run {run.run_id!r} already exists")
-        self._runs[run.run_id] = _run_row(run)
-        await self._settle()
-
-    async def update_run(self, run_id: str, **fields: Any) -> None:
-        await self.append(run_id, run=fields)
-
-    async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
-                     run: dict[str, Any] | None = None) -> None:
-        self._check_open()
-        self._apply(_prepare(run_id, events, nodes, run))
-        await self._settle()
-
-    def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
-                      run: dict[str, Any] | None = None) -> None:
-        self._check_open()
-        write = _prepare(run_id, events, nodes, run)
-        try:
-            self._apply(write)
-        except StoreError as exc:  # deferred like SQLiteStore's, where the database finds it later
-            log.error("append_nowait(%r) failed: %s", run_id, exc)
-            self._deferred.add(exc)
-
-    async def flush(self) -> None:
-        self._check_open()
-        await self._settle()
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        await self.flush()
-        row = self._runs.get(run_id)
-        return None if row is None else _run_from_row(row)
-
-    async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        after = _decode_cursor(cursor) if cursor else None
-        await self.flush()
-        rows = [row for row in self._runs.values()
-                if (status is None or row["status"] == status) and (workflow is None or row["workflow"] == workflow)
-                and (after is None or (row["created_at"], row["run_id"]) < after)]
-        rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
-        runs = [_run_from_row(row) for row in rows[:limit]]
-        return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
-
-    async def unfinished_runs(self) -> list[RunRecord]:
-        await self.flush()
-        rows = sorted((row for row in self._runs.values() if row["status"] in UNFINISHED),
-                      key=lambda row: (row["created_at"], row["run_id"]))
-        return [_run_from_row(row) for row in rows]
-
-    async def node_records(self, run_id: str) -> list[NodeRecord]:
-        await self.flush()
-        return [_node_from_row(row) for row in self._nodes.get(run_id, [])]
-
-    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
-        await self.flush()
-        log_ = self._events.get(run_id)
-        return [] if log_ is None else [parse_event(data) for data in log_.since(after, limit)]
-
-    async def last_seq(self, run_id: str) -> int:
-        await self.flush()
-        log_ = self._events.get(run_id)
-        return log_.seqs[-1] if log_ and log_.seqs else 0
-
-    async def delete_run(self, run_id: str) -> None:
-        self._check_open()
-        self._runs.pop(run_id, None)
-        self._events.pop(run_id, None)
-        self._nodes.pop(run_id, None)
-        await self._settle()
-
-    async def purge(self, *, events_older_than_days: float) -> int:
-        self._check_open()
-        cutoff = time.time() - events_older_than_days * 86400.0
-        deleted = 0
-        for run_id, row in self._runs.items():
-            if row["status"] in FINISHED and row["updated_at"] < cutoff:
-                log_ = self._events.pop(run_id, None)
-                deleted += len(log_.seqs) if log_ else 0
-                deleted += len(self._nodes.pop(run_id, []))
-        await self._settle()
-        return deleted
-
-    async def aclose(self) -> None:
-        self.close_sync()
-        await anyio.lowlevel.checkpoint()
-
-    def close_sync(self) -> None:
-        self._closed = True
-        self._deferred.raise_if_any()
-
 
 # ---- SQLiteStore ------------------------------------------------------------------------------------------
 
@@ -944,22 +503,3 @@ class SQLiteStore(RunStore):
         self._reads.close()
         self._finalizer.detach()
         self._deferred.raise_if_any()
-
-
-def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
-    """A store from configuration: a store passes through; None or ``":memory:"`` gives a MemoryStore; a
-    path gives an SQLiteStore (parent directories created)."""
-    if isinstance(target, RunStore):
-        return target
-    if target is None or str(target) == ":memory:":
-        return MemoryStore()
-    path = Path(target).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(path)
-
-
-__all__ = [
-    "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "RunExistsError", "RunNotFoundError",
-    "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError", "StoreVersionError",
-    "open_store",
-]

@@ -1,0 +1,45 @@
+"""Run store: runs, per-node checkpoints and the event log — durable in SQLite by default.
+
+``base`` holds the records, the errors and the ``RunStore`` interface (its docstring explains the
+write path and ordering guarantees); ``memory`` and ``sqlite`` are the two implementations.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agentflow.runtime.store.base import (
+    FINISHED,
+    DuplicateEventError,
+    NodeRecord,
+    RunExistsError,
+    RunNotFoundError,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    StoreClosedError,
+    StoreError,
+    StoreVersionError,
+)
+from agentflow.runtime.store.memory import MemoryStore
+from agentflow.runtime.store.sqlite import SQLiteStore
+
+
+def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
+    """A store from configuration: a store passes through; None or ``":memory:"`` gives a MemoryStore; a
+    path gives an SQLiteStore (parent directories created)."""
+    if isinstance(target, RunStore):
+        return target
+    if target is None or str(target) == ":memory:":
+        return MemoryStore()
+    path = Path(target).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(path)
+
+
+__all__ = [
+    "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "RunExistsError", "RunNotFoundError",
+    "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError", "StoreVersionError",
+    "open_store",
+]

@@ -1,0 +1,193 @@
+"""``MemoryStore``: the run store in process memory (tests, the in-memory benchmark); same semantics."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from agentflow.runtime.events import EventBase, parse_event
+from agentflow.runtime.store.base import (
+    FINISHED,
+    UNFINISHED,
+    DuplicateEventError,
+    NodeRecord,
+    RunExistsError,
+    RunNotFoundError,
+    RunRecord,
+    RunStore,
+    StoreClosedError,
+    StoreError,
+    _decode_cursor,
+    _encode_cursor,
+    _node_from_row,
+    _prepare,
+    _run_from_row,
+    _run_row,
+    _Write,
+)
+
+log = logging.getLogger(__name__)
+
+# ---- MemoryStore ------------------------------------------------------------------------------------------
+
+class _EventLog:
+    """One run's events as JSON, sorted by seq."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.data: dict[int, str] = {}
+
+    def insert(self, seq: int, data: str) -> None:
+        if not self.seqs or seq > self.seqs[-1]:
+            self.seqs.append(seq)
+        else:
+            bisect.insort(self.seqs, seq)
+        self.data[seq] = data
+
+    def since(self, after: int, limit: int | None) -> list[str]:
+        start = bisect.bisect_right(self.seqs, after)
+        stop = None if limit is None else start + limit
+        return [self.data[seq] for seq in self.seqs[start:stop]]
+
+
+class MemoryStore(RunStore):
+    """The same semantics in process memory, for tests and the in-memory benchmark. Values are kept as
+    the same JSON SQLite stores, so callers get fresh copies and the same round-trip as on disk. Every
+    awaited call is a checkpoint (it yields once), like the SQLite store's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._events: dict[str, _EventLog] = {}
+        self._nodes: dict[str, list[tuple[int, str, str, str, int, str | None, str]]] = {}
+        self._node_seq = itertools.count(1)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the run store is closed")
+
+    async def _settle(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        self._deferred.raise_if_any()
+
+    def _apply(self, write: _Write) -> None:
+        """All checks before any change, so a failing write leaves nothing behind."""
+        if write.run and write.run_id not in self._runs:
+            raise RunNotFoundError(f"run {write.run_id!r} not found")
+        log_ = self._events.get(write.run_id)
+        seqs = [row[1] for row in write.events]
+        if len(set(seqs)) != len(seqs) or (log_ is not None and any(s in log_.data for s in seqs)):
+            raise DuplicateEventError(f"run {write.run_id!r}: event seq already stored (seqs {seqs[:5]}...)")
+        if write.events:
+            log_ = self._events.setdefault(write.run_id, _EventLog())
+            for _, seq, _, _, _, data in write.events:
+                log_.insert(seq, data)
+        if write.nodes:
+            rows = self._nodes.setdefault(write.run_id, [])
+            rows.extend((next(self._node_seq), *row) for row in write.nodes)
+        if write.run:
+            self._runs[write.run_id].update(write.run)
+
+    async def create_run(self, run: RunRecord) -> None:
+        self._check_open()
+        if run.run_id in self._runs:
+            raise RunExistsError(f"run {run.run_id!r} already exists")
+        self._runs[run.run_id] = _run_row(run)
+        await self._settle()
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        await self.append(run_id, run=fields)
+
+    async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                     run: dict[str, Any] | None = None) -> None:
+        self._check_open()
+        self._apply(_prepare(run_id, events, nodes, run))
+        await self._settle()
+
+    def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                      run: dict[str, Any] | None = None) -> None:
+        self._check_open()
+        write = _prepare(run_id, events, nodes, run)
+        try:
+            self._apply(write)
+        except StoreError as exc:  # deferred like SQLiteStore's, where the database finds it later
+            log.error("append_nowait(%r) failed: %s", run_id, exc)
+            self._deferred.add(exc)
+
+    async def flush(self) -> None:
+        self._check_open()
+        await self._settle()
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        await self.flush()
+        row = self._runs.get(run_id)
+        return None if row is None else _run_from_row(row)
+
+    async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
+                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        after = _decode_cursor(cursor) if cursor else None
+        await self.flush()
+        rows = [row for row in self._runs.values()
+                if (status is None or row["status"] == status) and (workflow is None or row["workflow"] == workflow)
+                and (after is None or (row["created_at"], row["run_id"]) < after)]
+        rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
+        runs = [_run_from_row(row) for row in rows[:limit]]
+        return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        await self.flush()
+        rows = sorted((row for row in self._runs.values() if row["status"] in UNFINISHED),
+                      key=lambda row: (row["created_at"], row["run_id"]))
+        return [_run_from_row(row) for row in rows]
+
+    async def node_records(self, run_id: str) -> list[NodeRecord]:
+        await self.flush()
+        return [_node_from_row(row) for row in self._nodes.get(run_id, [])]
+
+    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
+        await self.flush()
+        log_ = self._events.get(run_id)
+        return [] if log_ is None else [parse_event(data) for data in log_.since(after, limit)]
+
+    async def last_seq(self, run_id: str) -> int:
+        await self.flush()
+        log_ = self._events.get(run_id)
+        return log_.seqs[-1] if log_ and log_.seqs else 0
+
+    async def delete_run(self, run_id: str) -> None:
+        self._check_open()
+        self._runs.pop(run_id, None)
+        self._events.pop(run_id, None)
+        self._nodes.pop(run_id, None)
+        await self._settle()
+
+    async def purge(self, *, events_older_than_days: float) -> int:
+        self._check_open()
+        cutoff = time.time() - events_older_than_days * 86400.0
+        deleted = 0
+        for run_id, row in self._runs.items():
+            if row["status"] in FINISHED and row["updated_at"] < cutoff:
+                log_ = self._events.pop(run_id, None)
+                deleted += len(log_.seqs) if log_ else 0
+                deleted += len(self._nodes.pop(run_id, []))
+        await self._settle()
+        return deleted
+
+    async def aclose(self) -> None:
+        self.close_sync()
+        await anyio.lowlevel.checkpoint()
+
+    def close_sync(self) -> None:
+        self._closed = True
+        self._deferred.raise_if_any()
