@@ -63,3 +63,18 @@ def test_retry_delay_grows_and_is_capped() -> None:
     assert [policy.delay(a) for a in (1, 2, 3, 4)] == [0.1, 0.2, 0.3, 0.3]
     jittered = RetryPolicy(initial_delay=1, jitter=0.5)
     assert jittered.delay(1, 0.0) == 0.5 and jittered.delay(1, 0.999999) > 1.49
+
+
+def test_llm_output_check_uses_decimal_multiple_of() -> None:
+    import pytest
+
+    from agentflow.dsl.ir import LLMNode
+    from agentflow.runtime.errors import OutputError
+    from agentflow.runtime.nodes import check_output
+
+    node = LLMNode(id="x", kind="llm", prompt="p", output_schema={"type": "number", "multipleOf": 0.01})
+    assert check_output(node, "19.99", "x") == 19.99  # binary floats would call this "not a multiple"
+    with pytest.raises(OutputError, match="not a multiple"):
+        check_output(node, "19.991", "x")
+    with pytest.raises(OutputError, match="not valid JSON"):
+        check_output(node, "{", "x")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import jsonschema
 from pydantic_core import to_jsonable_python
 
 from agentflow.dsl.ir import AgentNode, Defaults, LLMNode, Sampling, SwitchNode, ToolNode
@@ -21,6 +20,7 @@ from agentflow.dsl.templates import render, render_value
 from agentflow.llm.base import LLM, Constraint, LLMRequest, LLMResult, TextDelta
 from agentflow.runtime.errors import NodeError, OutputError
 from agentflow.runtime.events import EventBase, LLMDelta, ToolCall, ToolResult
+from agentflow.schemas import schema_error
 from agentflow.tool import ToolContext, ToolRegistry
 
 
@@ -111,11 +111,9 @@ def check_output(node: LLMNode, text: str, path: str) -> Any:
         except json.JSONDecodeError as exc:
             raise OutputError(f"the model's output is not valid JSON ({exc.msg} at char {exc.pos}); "
                               f"it begins {text[:120]!r}", node=path) from None
-        error = jsonschema.exceptions.best_match(
-            jsonschema.validators.validator_for(node.output_schema)(node.output_schema).iter_errors(value))
+        error = schema_error(node.output_schema, value)
         if error is not None:
-            where = "/" + "/".join(str(p) for p in error.absolute_path)
-            raise OutputError(f"the model's JSON does not match output_schema at {where}: {error.message}", node=path)
+            raise OutputError(f"the model's JSON does not match output_schema at {error[0]}: {error[1]}", node=path)
         return value
     if node.regex is not None:
         if re.fullmatch(node.regex, text) is None:

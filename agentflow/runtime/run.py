@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import jsonschema
 
 from agentflow.dsl.ir import (
     AgentNode,
@@ -59,6 +58,7 @@ from agentflow.runtime.events import (
 )
 from agentflow.runtime.graph import Frontier, Plan
 from agentflow.runtime.store import NodeRecord, RunStore
+from agentflow.schemas import schema_error
 from agentflow.tool import ToolRegistry
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport there
@@ -510,10 +510,9 @@ def validate_input(spec: WorkflowSpec, value: Any, *, what: str = "input") -> No
 
 
 def check_against(schema: dict[str, Any], value: Any, what: str) -> None:
-    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+    error = schema_error(schema, value)
     if error is not None:
-        where = "/" + "/".join(str(p) for p in error.absolute_path)
-        raise InvalidInputError(f"{what} does not match its schema at {where}: {error.message}")
+        raise InvalidInputError(f"{what} does not match its schema at {error[0]}: {error[1]}")
 
 
 def _json_key(value: Any) -> str:

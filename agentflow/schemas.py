@@ -1,0 +1,40 @@
+"""JSON Schema checks shared by the runtime (run inputs, resume values, LLM outputs).
+
+``multipleOf`` is checked in decimal arithmetic: with binary floats ``19.99`` is "not a multiple of
+0.01", though the grammar that produced it (and every reader) says it is.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import jsonschema
+import jsonschema.validators
+
+
+def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Any:
+    if not validator.is_type(instance, "number") or isinstance(instance, bool):
+        return
+    try:
+        ok = Decimal(str(instance)) % Decimal(str(divisor)) == 0
+    except (InvalidOperation, ZeroDivisionError):
+        ok = False
+    if not ok:
+        yield jsonschema.ValidationError(f"{instance!r} is not a multiple of {divisor!r}")
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    base = jsonschema.validators.validator_for(schema)
+    return jsonschema.validators.extend(base, {"multipleOf": _multiple_of})(schema)
+
+
+def schema_error(schema: dict[str, Any], value: Any) -> tuple[str, str] | None:
+    """The most relevant violation as ``(json_pointer, message)``, or None when ``value`` is valid."""
+    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    return "/" + "/".join(str(part) for part in error.absolute_path), error.message
+
+
+__all__ = ["schema_error"]
