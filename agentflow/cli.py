@@ -1,7 +1,12 @@
 """The ``agentflow`` command line.
 
+    agentflow run workflows/triage.yaml --input '{"ticket": "..."}'   # run a workflow, live view on stderr
+    agentflow resume RUN_ID --value '{"ok": true}'                     # resume an interrupted run
+    agentflow validate workflows/*.yaml                                 # every problem with line:column
     agentflow generate --model demo --prompt "Hello"          # stream a completion
     agentflow generate --model demo --chat --prompt "Hello"   # through the chat template
+
+``run``, ``resume`` and ``validate`` live in :mod:`agentflow.cli_run`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agentflow import __version__
+from agentflow import __version__, cli_run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:  # before a command installed its own handling (e.g. while importing tools)
+        sys.stderr.write("\ninterrupted\n")
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(run=_generate)
+    cli_run.add_commands(sub)
     return parser
 
 
