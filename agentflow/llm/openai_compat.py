@@ -100,7 +100,8 @@ class OpenAICompatible:
         """The JSON body sent for ``request``."""
         if (request.messages is None) == (request.prompt is None):
             raise LLMError("give exactly one of messages and prompt")
-        messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
+        messages = (_wire_messages(request.messages) if request.messages is not None
+                    else [{"role": "user", "content": request.prompt}])
         body: dict[str, Any] = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
         optional = {"model": request.model or self.model, "max_tokens": request.max_tokens,
                     "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
@@ -116,6 +117,20 @@ class OpenAICompatible:
         """Close the HTTP client if this object made it."""
         if self._owned:
             await self._client.aclose()
+
+
+def _wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as the OpenAI wire format wants them: tool-call ``arguments`` as JSON strings."""
+    out = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls and any(not isinstance(c.get("function", {}).get("arguments"), str) for c in calls):
+            calls = [{**c, "function": {**c["function"], "arguments": json.dumps(c["function"].get("arguments") or {},
+                                                                                  ensure_ascii=False)}}
+                     for c in calls]
+            message = {**message, "tool_calls": calls}
+        out.append(message)
+    return out
 
 
 async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:

@@ -174,7 +174,8 @@ async def run_agent(node: AgentNode, ns: Mapping[str, Any], call: NodeCall) -> A
         if not result.tool_calls:
             return result.text
         messages.append({"role": "assistant", "content": result.text, "tool_calls": [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
             for c in result.tool_calls]})
         outputs: dict[int, Any] = {}
 

@@ -1,0 +1,154 @@
+"""The minimal agent loop (the tools issue adds grammar-constrained calls and streamed dispatch).
+
+The model side is ``FakeOpenAIServer`` — a stand-in for a remote OpenAI-compatible API, reached over
+real HTTP through ``OpenAICompatible`` — because the random-weight demo model never asks for a tool.
+The server plays a scripted conversation; the test checks what the orchestrator did with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from agentflow import OpenAICompatible, Runtime, load_yaml
+from agentflow.runtime.events import EventBase
+from tests.fake_openai import FakeOpenAIServer, chunk, sse_reply, text_chunks, usage_chunk
+
+pytestmark = pytest.mark.anyio
+
+AGENT = """
+name: weather_agent
+input: {type: object, properties: {question: {type: string}}, required: [question]}
+nodes:
+  - id: ask
+    kind: agent
+    system: "You answer weather questions with the tools."
+    prompt: "{{ input.question }}"
+    tools: [get_weather, get_time]
+    max_steps: 3
+output: ask
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def calls_reply(*calls: tuple[str, str, dict[str, Any]]) -> Any:
+    """One assistant turn asking for ``calls`` (id, name, arguments), streamed in fragments."""
+    chunks = [chunk({"role": "assistant", "content": None})]
+    for index, (call_id, name, arguments) in enumerate(calls):
+        text = json.dumps(arguments)
+        chunks.append(chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                             "function": {"name": name, "arguments": ""}}]}))
+        chunks += [chunk({"tool_calls": [{"index": index, "function": {"arguments": text[i:i + 5]}}]})
+                   for i in range(0, len(text), 5)]
+    return sse_reply([*chunks, chunk({}, "tool_calls"), usage_chunk(30, 20)])
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    fake = FakeOpenAIServer()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def script(server: FakeOpenAIServer, turns: list[Any]) -> None:
+    """The n-th request gets the n-th reply (the last one repeats)."""
+
+    def reply(handler: Any) -> None:
+        turns[min(len(server.received), len(turns)) - 1](handler)
+
+    server.reply = reply
+
+
+async def run_agent(server: FakeOpenAIServer, tools: list[Any]) -> tuple[Any, list[EventBase]]:
+    llm = OpenAICompatible(server.base_url, api_key="test", model="gpt-fake")
+    try:
+        async with Runtime(llm=llm, tools=tools, store=":memory:") as rt:
+            record = await rt.run(load_yaml(AGENT), {"question": "Weather in Paris?"})
+            events = [e async for e in rt.events(record.run_id)]
+    finally:
+        await llm.aclose()
+    return record, events
+
+
+async def test_agent_runs_requested_tools_concurrently_and_feeds_results_back(server: FakeOpenAIServer) -> None:
+    running = 0
+    peak = 0
+
+    async def get_weather(city: str) -> dict[str, Any]:
+        """Current weather for a city."""
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.05)
+        running -= 1
+        return {"city": city, "sky": "sunny"}
+
+    async def get_time(tz: str) -> str:
+        """Local time in a time zone."""
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.05)
+        running -= 1
+        return f"12:00 {tz}"
+
+    script(server, [calls_reply(("call_1", "get_weather", {"city": "Paris"}),
+                                ("call_2", "get_time", {"tz": "Europe/Paris"})),
+                    sse_reply(text_chunks(["Sunny ", "at noon."]))])
+    record, events = await run_agent(server, [get_weather, get_time])
+    assert record.status == "completed", record.error
+    assert record.output == "Sunny at noon."
+    assert peak == 2  # both calls of one turn ran at once
+    # the first request offered both tools; the second carried the calls and their results
+    first, second = (r.body for r in server.received)
+    assert {t["function"]["name"] for t in first["tools"]} == {"get_weather", "get_time"}
+    assert first["tools"][0]["function"]["description"] == "Current weather for a city."
+    assistant = second["messages"][-3]
+    assert assistant["role"] == "assistant"
+    assert [json.loads(c["function"]["arguments"]) for c in assistant["tool_calls"]] == [
+        {"city": "Paris"}, {"tz": "Europe/Paris"}]
+    results = second["messages"][-2:]
+    assert [m["tool_call_id"] for m in results] == ["call_1", "call_2"]
+    assert json.loads(results[0]["content"]) == {"city": "Paris", "sky": "sunny"}
+    assert json.loads(results[1]["content"]) == "12:00 Europe/Paris"
+    tool_events = [(e.event, e.tool) for e in events if e.event in ("tool.call", "tool.result")]  # type: ignore[attr-defined]
+    assert sorted(tool_events) == sorted([("tool.call", "get_weather"), ("tool.call", "get_time"),
+                                          ("tool.result", "get_weather"), ("tool.result", "get_time")])
+    assert "".join(e.text for e in events if e.event == "llm.delta") == "Sunny at noon."  # type: ignore[attr-defined]
+
+
+async def test_a_failing_tool_is_reported_to_the_model_not_fatal(server: FakeOpenAIServer) -> None:
+    def get_weather(city: str) -> str:
+        raise TimeoutError(f"weather service timed out for {city}")
+
+    def get_time(tz: str) -> str:
+        return tz
+
+    script(server, [calls_reply(("c1", "get_weather", {"city": "Oslo"})), sse_reply(text_chunks(["Unknown."]))])
+    record, _ = await run_agent(server, [get_weather, get_time])
+    assert record.status == "completed" and record.output == "Unknown."
+    tool_message = server.received[1].body["messages"][-1]
+    assert "weather service timed out for Oslo" in json.loads(tool_message["content"])["error"]
+
+
+async def test_an_agent_that_never_answers_fails_at_max_steps(server: FakeOpenAIServer) -> None:
+    def get_weather(city: str) -> str:
+        return "rain"
+
+    def get_time(tz: str) -> str:
+        return tz
+
+    script(server, [calls_reply(("c1", "get_weather", {"city": "Rome"}))])  # asks for a tool forever
+    record, _ = await run_agent(server, [get_weather, get_time])
+    assert record.status == "failed"
+    assert "max_steps=3" in (record.error or "") and "ask" in (record.error or "")
+    assert len(server.received) == 3
