@@ -10,6 +10,7 @@ Sync callables run in a worker thread, so they never block the event loop.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,9 +54,17 @@ class Tool:
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     side_effects: bool = True
 
-    @property
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    @functools.cached_property
     def wants_context(self) -> bool:
-        return "ctx" in inspect.signature(self.fn).parameters
+        return "ctx" in self.signature.parameters
+
+    @functools.cached_property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
 
     async def call(self, arguments: Mapping[str, Any], ctx: ToolContext) -> Any:
         """Call the tool with keyword ``arguments``; sync functions run in a worker thread."""
@@ -63,10 +72,10 @@ class Tool:
         if self.wants_context:
             kwargs["ctx"] = ctx
         try:
-            inspect.signature(self.fn).bind(**kwargs)
+            self.signature.bind(**kwargs)
         except TypeError as exc:
             raise ToolError(f"tool {self.name!r}: bad arguments {sorted(arguments)}: {exc}") from exc
-        if inspect.iscoroutinefunction(self.fn):
+        if self.is_async:
             return await self.fn(**kwargs)
         return await anyio.to_thread.run_sync(lambda: self.fn(**kwargs), abandon_on_cancel=True)
 

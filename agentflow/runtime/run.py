@@ -286,9 +286,14 @@ class RunExecution:
         async with anyio.create_task_group() as tg:
 
             async def advance(node_id: str) -> None:
-                live = await self.run_node(plan, node_id, scope)
-                for ready in frontier.resolve(node_id, live):
-                    tg.start_soon(advance, ready)
+                while True:  # a chain continues in this task; only extra ready nodes get new tasks
+                    live = await self.run_node(plan, node_id, scope)
+                    ready = frontier.resolve(node_id, live)
+                    if not ready:
+                        return
+                    for other in ready[1:]:
+                        tg.start_soon(advance, other)
+                    node_id = ready[0]
 
             for node_id in frontier.initial():
                 tg.start_soon(advance, node_id)

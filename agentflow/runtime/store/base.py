@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, with_config
 from typing_extensions import TypedDict
@@ -202,23 +202,30 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raise ValueError(f"invalid list_runs cursor {cursor!r}") from exc
 
 
+E = TypeVar("E")
+
+
 @dataclass(slots=True)
-class _Write:
-    """One append, serialised on the caller's thread: the unit applied atomically."""
+class _Write(Generic[E]):
+    """One append, serialised on the caller's thread: the unit applied atomically. ``events`` are rows
+    (SQLite) or the frozen event objects themselves (memory)."""
 
     run_id: str
-    events: list[EventRow]
+    events: list[E]
     nodes: list[NodeRow]
     run: dict[str, Any]
 
 
 def _prepare(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecord],
-             run: Mapping[str, Any] | None) -> _Write:
-    for other in itertools.chain((e.run_id for e in events), (n.run_id for n in nodes)):
+             run: Mapping[str, Any] | None, keep_events: Sequence[EventBase] = ()) -> _Write[Any]:
+    """Serialise one append; ``keep_events`` are passed through as objects (the memory store)."""
+    for other in itertools.chain((e.run_id for e in events), (e.run_id for e in keep_events),
+                                 (n.run_id for n in nodes)):
         if other != run_id:
             raise ValueError(f"append({run_id!r}) got a record of run {other!r}")
-    event_rows = [(run_id, e.seq, getattr(e, "event", type(e).__name__), e.time, e.node, e.model_dump_json())
-                  for e in events]
+    event_rows: list[Any] = [(run_id, e.seq, getattr(e, "event", type(e).__name__), e.time, e.node,
+                              e.model_dump_json()) for e in events]
+    event_rows.extend(keep_events)
     node_rows = [(run_id, n.path, n.kind, n.attempt, _dumps(n.output),
                   json.dumps(n.writes, ensure_ascii=False, default=str)) for n in nodes]
     return _Write(run_id, event_rows, node_rows, _run_columns(run) if run else {})

@@ -13,7 +13,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from agentflow.runtime.events import EventBase, parse_event
+from agentflow.runtime.events import EventBase
 from agentflow.runtime.store.base import (
     FINISHED,
     UNFINISHED,
@@ -39,29 +39,31 @@ log = logging.getLogger(__name__)
 # ---- MemoryStore ------------------------------------------------------------------------------------------
 
 class _EventLog:
-    """One run's events as JSON, sorted by seq."""
+    """One run's events, sorted by seq. Events are frozen models, so they are kept as they are."""
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
-        self.data: dict[int, str] = {}
+        self.data: dict[int, EventBase] = {}
 
-    def insert(self, seq: int, data: str) -> None:
+    def insert(self, seq: int, data: EventBase) -> None:
         if not self.seqs or seq > self.seqs[-1]:
             self.seqs.append(seq)
         else:
             bisect.insort(self.seqs, seq)
         self.data[seq] = data
 
-    def since(self, after: int, limit: int | None) -> list[str]:
+    def since(self, after: int, limit: int | None) -> list[EventBase]:
         start = bisect.bisect_right(self.seqs, after)
         stop = None if limit is None else start + limit
         return [self.data[seq] for seq in self.seqs[start:stop]]
 
 
 class MemoryStore(RunStore):
-    """The same semantics in process memory, for tests and the in-memory benchmark. Values are kept as
-    the same JSON SQLite stores, so callers get fresh copies and the same round-trip as on disk. Every
-    awaited call is a checkpoint (it yields once), like the SQLite store's."""
+    """The same semantics in process memory, for tests and the in-memory benchmark. Runs and node
+    records are kept as the same JSON SQLite stores, so callers get fresh copies and the same
+    round-trip as on disk; events are frozen models and are kept as given (the per-event JSON would
+    dominate an in-memory node's cost). Every awaited call is a checkpoint (it yields once), like the
+    SQLite store's."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,18 +81,18 @@ class MemoryStore(RunStore):
         await anyio.lowlevel.checkpoint()
         self._deferred.raise_if_any()
 
-    def _apply(self, write: _Write) -> None:
+    def _apply(self, write: _Write[EventBase]) -> None:
         """All checks before any change, so a failing write leaves nothing behind."""
         if write.run and write.run_id not in self._runs:
             raise RunNotFoundError(f"run {write.run_id!r} not found")
         log_ = self._events.get(write.run_id)
-        seqs = [row[1] for row in write.events]
+        seqs = [event.seq for event in write.events]
         if len(set(seqs)) != len(seqs) or (log_ is not None and any(s in log_.data for s in seqs)):
             raise DuplicateEventError(f"run {write.run_id!r}: event seq already stored (seqs {seqs[:5]}...)")
         if write.events:
             log_ = self._events.setdefault(write.run_id, _EventLog())
-            for _, seq, _, _, _, data in write.events:
-                log_.insert(seq, data)
+            for event in write.events:
+                log_.insert(event.seq, event)
         if write.nodes:
             rows = self._nodes.setdefault(write.run_id, [])
             rows.extend((next(self._node_seq), *row) for row in write.nodes)
@@ -110,18 +112,36 @@ class MemoryStore(RunStore):
     async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                      run: dict[str, Any] | None = None) -> None:
         self._check_open()
-        self._apply(_prepare(run_id, events, nodes, run))
+        self._apply(_prepare(run_id, (), nodes, run, events))
         await self._settle()
 
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                       run: dict[str, Any] | None = None) -> None:
         self._check_open()
-        write = _prepare(run_id, events, nodes, run)
+        if not nodes and not run:  # the hot path: a few events, nothing to serialise
+            self._append_events(run_id, events)
+            return
+        write = _prepare(run_id, (), nodes, run, events)
         try:
             self._apply(write)
         except StoreError as exc:  # deferred like SQLiteStore's, where the database finds it later
             log.error("append_nowait(%r) failed: %s", run_id, exc)
             self._deferred.add(exc)
+
+    def _append_events(self, run_id: str, events: Sequence[EventBase]) -> None:
+        log_ = self._events.get(run_id)
+        if log_ is None:
+            log_ = self._events[run_id] = _EventLog()
+        for event in events:
+            if event.run_id != run_id:
+                raise ValueError(f"append({run_id!r}) got a record of run {event.run_id!r}")
+            if event.seq in log_.data:
+                exc = DuplicateEventError(f"run {run_id!r}: event seq {event.seq} already stored")
+                log.error("append_nowait(%r) failed: %s", run_id, exc)
+                self._deferred.add(exc)
+                return
+        for event in events:
+            log_.insert(event.seq, event)
 
     async def flush(self) -> None:
         self._check_open()
@@ -158,7 +178,7 @@ class MemoryStore(RunStore):
     async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
         await self.flush()
         log_ = self._events.get(run_id)
-        return [] if log_ is None else [parse_event(data) for data in log_.since(after, limit)]
+        return [] if log_ is None else log_.since(after, limit)
 
     async def last_seq(self, run_id: str) -> int:
         await self.flush()
