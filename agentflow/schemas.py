@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,9 +25,14 @@ def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> An
         yield jsonschema.ValidationError(f"{instance!r} is not a multiple of {divisor!r}")
 
 
+@functools.lru_cache(maxsize=16)
+def _decimal_class(base: Any) -> Any:
+    """``base`` (a draft's validator class) with decimal ``multipleOf``; built once per draft."""
+    return jsonschema.validators.extend(base, {"multipleOf": _multiple_of})
+
+
 def _validator(schema: dict[str, Any]) -> Any:
-    base = jsonschema.validators.validator_for(schema)
-    return jsonschema.validators.extend(base, {"multipleOf": _multiple_of})(schema)
+    return _decimal_class(jsonschema.validators.validator_for(schema))(schema)
 
 
 def schema_error(schema: dict[str, Any], value: Any) -> tuple[str, str] | None:

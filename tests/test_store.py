@@ -481,3 +481,22 @@ def test_sigkill_leaves_a_consistent_database(tmp_path: Path) -> None:
         assert acknowledged, "the child never committed anything"
         _check_after_kill(path, acknowledged)
     SQLiteStore(path).close_sync()  # and it still opens as a store
+
+
+async def test_unawaited_writes_reach_the_file_without_any_awaited_call(tmp_path: Path) -> None:
+    """``append_nowait`` lingers briefly for company, but is written on its own soon after: a second
+    connection sees it while the writer is never woken by an awaited call."""
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        await store.create_run(record("r1"))
+        store.append_nowait("r1", [event("r1", 1), event("r1", 2)])
+        seen = 0
+        with sqlite3.connect(tmp_path / "runs.db") as conn:
+            for _ in range(500):  # up to 5 s; the linger is a few tens of ms
+                seen = conn.execute("SELECT COUNT(*) FROM events WHERE run_id = 'r1'").fetchone()[0]
+                if seen == 2:
+                    break
+                time.sleep(0.01)
+        assert seen == 2
+    finally:
+        await store.aclose()

@@ -62,9 +62,29 @@ def _fail(exc: Exception, what: str, source: str, node: str | None, field: str |
     return TemplateError(f"{what} {source!r} failed: {type(exc).__name__}: {detail}", node=node, field=field)
 
 
+_DOTTED = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*)\s*$")
+_MISSING = object()
+
+
+def _dotted(path: str, namespace: dict[str, Any]) -> Any:
+    """``a.b.c`` through dicts only (what templates read most), else ``_MISSING`` to take Jinja's path.
+    Names never start with ``_`` here, so the sandbox's rule about private attributes holds."""
+    value: Any = namespace
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
 def evaluate(expression: str, namespace: dict[str, Any], *, node: str | None = None,
              field: str | None = None) -> Any:
     """Evaluate a bare expression against ``namespace``."""
+    simple = _DOTTED.match(expression)
+    if simple is not None:
+        value = _dotted(simple.group(1), namespace)
+        if value is not _MISSING:
+            return value
     try:
         value = _compile_expression(expression)(**namespace)
     except Exception as exc:

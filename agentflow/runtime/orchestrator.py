@@ -86,6 +86,7 @@ class Runtime:
         self._recover = recover
         self.bus = EventBus()
         self._live: dict[str, _Live] = {}
+        self._spec_cache: dict[int, tuple[WorkflowSpec, dict[str, Any]]] = {}
         self._tg: TaskGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -174,14 +175,20 @@ class Runtime:
         run_id = run_id or uuid.uuid4().hex
         now = time.time()
         record = RunRecord(run_id=run_id, workflow=spec.name, version=spec.version, status="running",
-                           input=run_input, spec=spec.model_dump(mode="json", by_alias=True), created_at=now,
-                           updated_at=now)
+                           input=run_input, spec=self._spec_json(spec), created_at=now, updated_at=now)
         await store.create_run(record)
         execution = RunExecution(run_id, spec, run_input, self._services())
         live = self._launch(tg, execution)
         execution.emit(RunStarted, workflow=spec.name, version=spec.version, input=run_input)
         del live
         return run_id
+
+    def _spec_json(self, spec: WorkflowSpec) -> dict[str, Any]:
+        """The IR as stored with each run; dumped once per spec object."""
+        cached = self._spec_cache.get(id(spec))
+        if cached is None or cached[0] is not spec:
+            cached = self._spec_cache[id(spec)] = (spec, spec.model_dump(mode="json", by_alias=True))
+        return cached[1]
 
     def _launch(self, tg: TaskGroup, execution: RunExecution) -> _Live:
         live = _Live(execution)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -199,25 +199,40 @@ class _Op:
     background: bool = False  # housekeeping: errors are logged, not raised at anyone
 
 
+LINGER_S = 0.02
+"""How long an unawaited write (``append_nowait``) may wait for company before the writer commits it.
+Awaited writes, flushes and reads wake the writer at once and take every queued write along, so a
+node's events ride in the same transaction as its checkpoint instead of costing a thread wake-up
+each; a crash can lose at most this much of the unawaited tail (never an awaited write)."""
+
+
 class _Writer:
     """The thread that owns the write connection and group-commits the queue."""
 
     def __init__(self, path: Path, synchronous: str, retention_days: float | None, deferred: _Deferred) -> None:
         self._path, self._synchronous, self._retention_days = path, synchronous, retention_days
         self._deferred = deferred
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()  # None: stop
+        self._ops: collections.deque[_Op | None] = collections.deque()  # None: stop
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._urgent = 0  # queued ops somebody waits for (or the stop marker)
+        self._linger_until: float | None = None  # when the oldest unawaited op must be written
         self._outstanding = 0  # ops queued but not yet committed and delivered
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"agentflow-store:{path.name}", daemon=True)
         self._thread.start()
 
     def submit(self, fn: SqlFn | None, waiter: _Waiter | None) -> None:
-        with self._lock:
+        with self._wake:
             if self._closed:
                 raise StoreClosedError("the run store is closed")
             self._outstanding += 1
-            self._queue.put(_Op(fn, waiter))
+            self._ops.append(_Op(fn, waiter))
+            if waiter is not None:
+                self._urgent += 1
+                self._wake.notify()
+            elif self._linger_until is None:
+                self._linger_until = time.monotonic() + LINGER_S  # no wake-up: the writer polls
 
     @property
     def idle(self) -> bool:
@@ -232,7 +247,9 @@ class _Writer:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._queue.put(None)
+                self._ops.append(None)
+                self._urgent += 1
+                self._wake.notify()
 
     def join(self) -> None:
         if threading.current_thread() is not self._thread:
@@ -252,16 +269,9 @@ class _Writer:
                 if next_purge is not None and time.monotonic() >= next_purge:
                     self._commit(conn, error, [_Op(self._purge, None, background=True)])
                     next_purge = time.monotonic() + PURGE_INTERVAL_S
-                try:
-                    timeout = None if next_purge is None else max(0.0, next_purge - time.monotonic())
-                    batch = [self._queue.get(timeout=timeout)]
-                except queue.Empty:
-                    continue
-                while len(batch) < MAX_BATCH_OPS and batch[-1] is not None:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+                batch = self._take(next_purge)
+                if not batch:
+                    continue  # time to purge
                 ops = [op for op in batch if op is not None]
                 self._commit(conn, error, ops)
                 with self._lock:
@@ -271,6 +281,29 @@ class _Writer:
         finally:
             if conn is not None:
                 conn.close()
+
+    def _take(self, next_purge: float | None) -> list[_Op | None]:
+        """Wait until a write is awaited, the linger of an unawaited one ends, or a purge is due; then
+        take up to ``MAX_BATCH_OPS`` queued ops (in order). Empty: only the purge is due."""
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                if self._urgent or (self._linger_until is not None and now >= self._linger_until):
+                    break
+                if next_purge is not None and now >= next_purge:
+                    return []
+                deadlines = [t for t in (self._linger_until, next_purge, now + LINGER_S) if t is not None]
+                self._wake.wait(max(0.0, min(deadlines) - now))
+            batch: list[_Op | None] = []
+            while self._ops and len(batch) < MAX_BATCH_OPS:
+                op = self._ops.popleft()
+                batch.append(op)
+                if op is None or op.waiter is not None:
+                    self._urgent -= 1
+                if op is None:
+                    break
+            self._linger_until = time.monotonic() + LINGER_S if self._ops and not self._urgent else None
+            return batch
 
     def _purge(self, conn: sqlite3.Connection) -> None:
         deleted = _sql_purge(conn, self._retention_days or 0.0)
