@@ -66,15 +66,32 @@ class Tool:
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
 
+    @functools.cached_property
+    def _keywords(self) -> tuple[frozenset[str], frozenset[str], bool]:
+        """(accepted keyword names, required ones, takes **kwargs) — checked on every call, so precomputed."""
+        params = self.signature.parameters.values()
+        accepted = frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        required = frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                             and p.default is inspect.Parameter.empty)
+        return accepted, required, any(p.kind is p.VAR_KEYWORD for p in params)
+
+    def check_arguments(self, kwargs: Mapping[str, Any]) -> None:
+        """Raise ``ToolError`` naming missing or unexpected arguments."""
+        accepted, required, open_ended = self._keywords
+        missing = sorted(required - kwargs.keys())
+        unexpected = [] if open_ended else sorted(kwargs.keys() - accepted)
+        if missing or unexpected:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+            raise ToolError(f"tool {self.name!r}: bad arguments ({'; '.join(parts)}); "
+                            f"it takes {', '.join(sorted(accepted - {'ctx'})) or 'none'}")
+
     async def call(self, arguments: Mapping[str, Any], ctx: ToolContext) -> Any:
         """Call the tool with keyword ``arguments``; sync functions run in a worker thread."""
         kwargs = dict(arguments)
         if self.wants_context:
             kwargs["ctx"] = ctx
-        try:
-            self.signature.bind(**kwargs)
-        except TypeError as exc:
-            raise ToolError(f"tool {self.name!r}: bad arguments {sorted(arguments)}: {exc}") from exc
+        self.check_arguments(kwargs)
         if self.is_async:
             return await self.fn(**kwargs)
         return await anyio.to_thread.run_sync(lambda: self.fn(**kwargs), abandon_on_cancel=True)
