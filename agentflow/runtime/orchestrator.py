@@ -201,30 +201,36 @@ class Runtime:
         store = execution.services.store
         run_id = execution.run_id
         outcome: tuple[type[EventBase], dict[str, Any], dict[str, Any]] | None = None
-        with live.scope:
-            try:
-                output = await execution.execute()
-                outcome = (RunCompleted, {"output": output}, {"status": "completed", "output": output})
-            except NodeFailure as failure:
-                message = f"{type(failure.error).__name__}: {failure.error}"
-                fields = {"node": failure.path, "error": message, "error_type": type(failure.error).__name__}
-                outcome = (RunFailed, fields, {"status": "failed", "error": f"node {failure.path!r}: {message}"})
-            except Exception as exc:  # a template error outside any node, a bug ...
-                logger.exception("run %s failed", run_id)
-                outcome = (RunFailed, {"error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__},
-                           {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-        if outcome is None and live.cancel_reason is not None:
-            outcome = (RunCancelled, {"reason": live.cancel_reason}, {"status": "cancelled"})
-        with anyio.CancelScope(shield=True):
-            if outcome is not None:
-                event_cls, fields, run_fields = outcome
-                event = execution._event(event_cls, **fields)
-                await store.append(run_id, [event], run={**run_fields, "interrupt": None, "updated_at": time.time()})
-                self.bus.close(run_id)
-            # else: the runtime is shutting down; the run stays `running` and resumes next time
-            self._live.pop(run_id, None)
-            live.finished.set()
-            live.signal()
+        try:
+            with live.scope:
+                try:
+                    output = await execution.execute()
+                    outcome = (RunCompleted, {"output": output}, {"status": "completed", "output": output})
+                except NodeFailure as failure:
+                    message = f"{type(failure.error).__name__}: {failure.error}"
+                    fields = {"node": failure.path, "error": message, "error_type": type(failure.error).__name__}
+                    outcome = (RunFailed, fields, {"status": "failed", "error": f"node {failure.path!r}: {message}"})
+                except Exception as exc:  # a template error outside any node, a bug ...
+                    logger.exception("run %s failed", run_id)
+                    error = f"{type(exc).__name__}: {exc}"
+                    outcome = (RunFailed, {"error": error, "error_type": type(exc).__name__},
+                               {"status": "failed", "error": error})
+            if outcome is None and live.cancel_reason is not None:
+                outcome = (RunCancelled, {"reason": live.cancel_reason}, {"status": "cancelled"})
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if outcome is not None:
+                        event_cls, fields, run_fields = outcome
+                        event = execution.make_event(event_cls, **fields)
+                        await store.append(run_id, [event],
+                                           run={**run_fields, "interrupt": None, "updated_at": time.time()})
+                        self.bus.close(run_id)
+                    # else: the runtime is shutting down; the run stays `running` and resumes next time
+                finally:
+                    self._live.pop(run_id, None)
+                    live.finished.set()
+                    live.signal()
 
     async def _on_interrupt(self, execution: RunExecution, path: str, info: dict[str, Any]) -> None:
         assert self.store is not None

@@ -223,11 +223,12 @@ class RunExecution:
     def emit(self, cls: type[EventBase], *, node: str | None = None, attempt: int | None = None,
              **fields: Any) -> EventBase:
         """Publish an event now and queue it for the store (no wait)."""
-        event = self._event(cls, node=node, attempt=attempt, **fields)
+        event = self.make_event(cls, node=node, attempt=attempt, **fields)
         self.services.store.append_nowait(self.run_id, [event])
         return event
 
-    def _event(self, cls: type[EventBase], **fields: Any) -> EventBase:
+    def make_event(self, cls: type[EventBase], **fields: Any) -> EventBase:
+        """The run's next event (next seq), published live; the caller logs it to the store."""
         self.seq += 1
         event = cls(run_id=self.run_id, seq=self.seq, time=time.time(), **fields)
         self.services.publish(event)
@@ -235,7 +236,7 @@ class RunExecution:
 
     async def checkpoint(self, record: NodeRecord, event_cls: type[EventBase], **fields: Any) -> None:
         """Log the node's final event and its checkpoint in one transaction; wait for the commit."""
-        event = self._event(event_cls, node=record.path, attempt=record.attempt, **fields)
+        event = self.make_event(event_cls, node=record.path, attempt=record.attempt, **fields)
         await self.services.store.append(self.run_id, [event], [record])
         self.done[record.path] = record
 
