@@ -212,7 +212,7 @@ class _Write(Generic[E]):
 
     run_id: str
     events: list[E]
-    nodes: list[NodeRow]
+    nodes: list[Any]  # NodeRow tuples (SQLite) or copied NodeRecords (memory)
     run: dict[str, Any]
 
 

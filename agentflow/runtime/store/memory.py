@@ -26,8 +26,9 @@ from agentflow.runtime.store.base import (
     StoreClosedError,
     StoreError,
     _decode_cursor,
+    _dumps,
     _encode_cursor,
-    _node_from_row,
+    _loads,
     _prepare,
     _run_from_row,
     _run_row,
@@ -58,10 +59,31 @@ class _EventLog:
         return [self.data[seq] for seq in self.seqs[start:stop]]
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_copy(value: Any) -> Any:
+    """A copy of JSON-shaped data as SQLite would give it back (tuples become lists; anything else
+    goes through JSON with ``default=str``), without the text round trip for the common shapes."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list or kind is tuple:
+        return [_json_copy(item) for item in value]
+    if kind is dict and all(type(key) is str for key in value):
+        return {key: _json_copy(item) for key, item in value.items()}
+    return _loads(_dumps(value))
+
+
+def _copy_node(node: NodeRecord) -> NodeRecord:
+    return NodeRecord(node.run_id, node.path, node.kind, node.attempt, _json_copy(node.output),
+                      [(key, _json_copy(value)) for key, value in node.writes], node.seq)
+
+
 class MemoryStore(RunStore):
     """The same semantics in process memory, for tests and the in-memory benchmark. Runs and node
-    records are kept as the same JSON SQLite stores, so callers get fresh copies and the same
-    round-trip as on disk; events are frozen models and are kept as given (the per-event JSON would
+    records are copied in and out as JSON data (what SQLite would give back), so callers never share
+    objects with the store; events are frozen models and are kept as given (the per-event JSON would
     dominate an in-memory node's cost). Every awaited call is a checkpoint (it yields once), like the
     SQLite store's."""
 
@@ -69,9 +91,20 @@ class MemoryStore(RunStore):
         super().__init__()
         self._runs: dict[str, dict[str, Any]] = {}
         self._events: dict[str, _EventLog] = {}
-        self._nodes: dict[str, list[tuple[int, str, str, str, int, str | None, str]]] = {}
+        self._nodes: dict[str, list[NodeRecord]] = {}
         self._node_seq = itertools.count(1)
         self._closed = False
+
+    @staticmethod
+    def _prepare(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecord],
+                 run: dict[str, Any] | None) -> _Write[Any]:
+        """Like SQLite's, but node records are copied as data instead of going through JSON text."""
+        write = _prepare(run_id, (), (), run, events)
+        for node in nodes:
+            if node.run_id != run_id:
+                raise ValueError(f"append({run_id!r}) got a record of run {node.run_id!r}")
+        write.nodes = [_copy_node(node) for node in nodes]
+        return write
 
     def _check_open(self) -> None:
         if self._closed:
@@ -95,7 +128,9 @@ class MemoryStore(RunStore):
                 log_.insert(event.seq, event)
         if write.nodes:
             rows = self._nodes.setdefault(write.run_id, [])
-            rows.extend((next(self._node_seq), *row) for row in write.nodes)
+            for node in write.nodes:
+                node.seq = next(self._node_seq)
+                rows.append(node)
         if write.run:
             self._runs[write.run_id].update(write.run)
 
@@ -112,7 +147,7 @@ class MemoryStore(RunStore):
     async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                      run: dict[str, Any] | None = None) -> None:
         self._check_open()
-        self._apply(_prepare(run_id, (), nodes, run, events))
+        self._apply(self._prepare(run_id, events, nodes, run))
         await self._settle()
 
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
@@ -121,7 +156,7 @@ class MemoryStore(RunStore):
         if not nodes and not run:  # the hot path: a few events, nothing to serialise
             self._append_events(run_id, events)
             return
-        write = _prepare(run_id, (), nodes, run, events)
+        write = self._prepare(run_id, events, nodes, run)
         try:
             self._apply(write)
         except StoreError as exc:  # deferred like SQLiteStore's, where the database finds it later
@@ -173,7 +208,7 @@ class MemoryStore(RunStore):
 
     async def node_records(self, run_id: str) -> list[NodeRecord]:
         await self.flush()
-        return [_node_from_row(row) for row in self._nodes.get(run_id, [])]
+        return [_copy_node(node) for node in self._nodes.get(run_id, [])]
 
     async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
         await self.flush()

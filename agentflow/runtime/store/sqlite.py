@@ -311,14 +311,21 @@ class _Writer:
             log.info("run store: retention purged %d event/node rows of finished runs", deleted)
 
     def _commit(self, conn: sqlite3.Connection | None, error: BaseException | None, ops: list[_Op]) -> None:
-        """One transaction for the whole batch; each op in a SAVEPOINT so it can fail alone."""
+        """One transaction for the whole batch. Optimistically without savepoints (the common case:
+        nothing fails); if an op fails, the batch is rolled back and replayed with each op in its
+        own SAVEPOINT, so only the failing op is lost."""
         results: list[tuple[Any, BaseException | None]] = [(None, None)] * len(ops)
         if any(op.fn is not None for op in ops):
             try:
                 if conn is None:
                     raise StoreError(f"{self._path}: the run store's write connection is not open") from error
                 conn.execute("BEGIN IMMEDIATE")
-                results = [self._apply(conn, op) for op in ops]
+                try:
+                    results = [(op.fn(conn) if op.fn is not None else None, None) for op in ops]
+                except Exception:
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    results = [self._apply(conn, op) for op in ops]
                 conn.execute("COMMIT")
             except Exception as exc:  # the transaction itself failed: nothing of this batch is stored
                 _rollback(conn)
