@@ -77,12 +77,23 @@ def _dotted(path: str, namespace: dict[str, Any]) -> Any:
     return value
 
 
+@lru_cache(maxsize=4096)
+def _dotted_path(expression: str) -> str | None:
+    simple = _DOTTED.match(expression)
+    return simple.group(1) if simple else None
+
+
+@lru_cache(maxsize=4096)
+def _single(template: str) -> str | None:
+    return single_expression(template)
+
+
 def evaluate(expression: str, namespace: dict[str, Any], *, node: str | None = None,
              field: str | None = None) -> Any:
     """Evaluate a bare expression against ``namespace``."""
-    simple = _DOTTED.match(expression)
-    if simple is not None:
-        value = _dotted(simple.group(1), namespace)
+    path = _dotted_path(expression)
+    if path is not None:
+        value = _dotted(path, namespace)
         if value is not _MISSING:
             return value
     try:
@@ -96,7 +107,7 @@ def evaluate(expression: str, namespace: dict[str, Any], *, node: str | None = N
 
 def render(template: str, namespace: dict[str, Any], *, node: str | None = None, field: str | None = None) -> Any:
     """Render a template; ``"{{ expr }}"`` alone returns the expression's native value."""
-    expression = single_expression(template)
+    expression = _single(template)
     if expression is not None:
         return evaluate(expression, namespace, node=node, field=field)
     if "{" not in template:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,17 +51,17 @@ def _sampling(node_sampling: Sampling | None, defaults: Defaults) -> Sampling:
     return node_sampling.merged_over(defaults.sampling) if node_sampling else defaults.sampling
 
 
-def _messages(node: LLMNode | AgentNode, ns: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _messages(node: LLMNode | AgentNode, ns: dict[str, Any]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if node.system is not None:
-        messages.append({"role": "system", "content": str(render(node.system, dict(ns), node=node.id, field="system"))})
+        messages.append({"role": "system", "content": str(render(node.system, ns, node=node.id, field="system"))})
     if node.messages is not None:
         for i, message in enumerate(node.messages):
-            content = render(message.content, dict(ns), node=node.id, field=f"messages[{i}].content")
+            content = render(message.content, ns, node=node.id, field=f"messages[{i}].content")
             messages.append({"role": message.role, "content": str(content)})
     else:
         assert node.prompt is not None  # the IR guarantees one of prompt / messages
-        messages.append({"role": "user", "content": str(render(node.prompt, dict(ns), node=node.id, field="prompt"))})
+        messages.append({"role": "user", "content": str(render(node.prompt, ns, node=node.id, field="prompt"))})
     return messages
 
 
@@ -127,7 +127,7 @@ def check_output(node: LLMNode, text: str, path: str) -> Any:
     return text
 
 
-async def run_llm(node: LLMNode, ns: Mapping[str, Any], call: NodeCall) -> Any:
+async def run_llm(node: LLMNode, ns: dict[str, Any], call: NodeCall) -> Any:
     sampling = _sampling(node.sampling, call.defaults)
     model = node.model or call.defaults.model
     request = _request(_messages(node, ns), sampling, model, call, constraint=_constraint(node))
@@ -153,12 +153,12 @@ async def run_tool_call(tools: ToolRegistry, name: str, arguments: dict[str, Any
     return result
 
 
-async def run_tool(node: ToolNode, ns: Mapping[str, Any], call: NodeCall) -> Any:
-    arguments = render_value(node.args, dict(ns), node=node.id, field="args")
+async def run_tool(node: ToolNode, ns: dict[str, Any], call: NodeCall) -> Any:
+    arguments = render_value(node.args, ns, node=node.id, field="args")
     return await run_tool_call(call.tools, node.tool, arguments, call, call_id=call.path)
 
 
-async def run_agent(node: AgentNode, ns: Mapping[str, Any], call: NodeCall) -> Any:
+async def run_agent(node: AgentNode, ns: dict[str, Any], call: NodeCall) -> Any:
     """A minimal tool-calling loop: ask, run the requested tools concurrently, append results, repeat.
 
     The tools issue adds grammar-constrained calls and streamed dispatch; this loop relies on the
@@ -195,12 +195,12 @@ async def run_agent(node: AgentNode, ns: Mapping[str, Any], call: NodeCall) -> A
     raise NodeError(f"the agent did not give a final answer within max_steps={node.max_steps}", node=call.path)
 
 
-async def choose_case(node: SwitchNode, ns: Mapping[str, Any], call: NodeCall) -> str:
+async def choose_case(node: SwitchNode, ns: dict[str, Any], call: NodeCall) -> str:
     """An LLM picks one of the switch's case names."""
     assert node.prompt is not None
     sampling = _sampling(node.sampling, call.defaults)
     model = node.model or call.defaults.model
-    prompt = str(render(node.prompt, dict(ns), node=node.id, field="prompt"))
+    prompt = str(render(node.prompt, ns, node=node.id, field="prompt"))
     choices = list(node.cases)
     request = _request([{"role": "user", "content": prompt}], sampling, model, call,
                        constraint=Constraint(choices=tuple(choices)))
