@@ -28,10 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import importlib
-import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -40,10 +36,9 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import anyio
@@ -52,6 +47,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import platformdirs
 
+from agentflow.discovery import DiscoveryError, load_tools, load_workflows, module_tools
 from agentflow.dsl.errors import ValidationIssue, WorkflowValidationError
 from agentflow.dsl.ir import AgentNode, LLMNode, SwitchNode, WorkflowSpec
 from agentflow.dsl.yaml_loader import load_workflow
@@ -61,7 +57,7 @@ from agentflow.llm import LLM, resolve_llm
 from agentflow.runtime import InvalidInputError, NoLLMError, RunRecord, Runtime
 from agentflow.runtime.events import RunInterrupted
 from agentflow.runtime.store import FINISHED, MemoryStore, RunStore, SQLiteStore, StoreError
-from agentflow.tool import Tool, ToolError, ToolRegistry, as_tool
+from agentflow.tool import ToolRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +65,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
 DEFAULT_MODEL = "demo"
 VALUE_PLACEHOLDER = "<JSON>"
 """Stands for the resume value in the ``agentflow resume`` command printed at an interrupt."""
-WORKFLOW_SUFFIXES = ("*.yaml", "*.yml")
 
 
 class UsageError(Exception):
@@ -245,7 +240,10 @@ def _session(args: argparse.Namespace, workflow_dir: Path | None) -> Session:
     if args.quiet:
         logging.getLogger().setLevel(logging.ERROR)
     auto = workflow_dir / "tools.py" if workflow_dir is not None else None
-    tools, tool_sources = load_tools(args.tools, auto if auto is not None and auto.is_file() else None)
+    try:
+        tools, tool_sources = load_tools(args.tools, auto if auto is not None and auto.is_file() else None)
+    except DiscoveryError as exc:
+        raise UsageError(str(exc)) from None
     dirs = [Path(d) for d in args.workflows]
     for d in dirs:
         if not d.is_dir():
@@ -309,108 +307,6 @@ def needs_llm(specs: Iterable[WorkflowSpec]) -> bool:
         return False
 
     return any(walk(spec.nodes) for spec in specs)
-
-
-# ---- tools and sub-workflows -------------------------------------------------------------------------------
-
-def load_tools(entries: Sequence[str], auto: Path | None) -> tuple[ToolRegistry, list[str]]:
-    """The tools of every module in ``entries`` (files or module names), then of ``auto``; also how to name
-    each module again (absolute file paths, module names as given)."""
-    registry = ToolRegistry()
-    sources: list[str] = []
-    targets = [*entries, *([str(auto)] if auto is not None else [])]
-    for entry in targets:
-        is_file = entry.endswith(".py") or os.sep in entry or Path(entry).is_file()
-        source = str(Path(entry).resolve()) if is_file else entry
-        if source in sources:
-            continue
-        sources.append(source)
-        module = _import_file(Path(entry)) if is_file else _import_module(entry)
-        for tool in module_tools(module):
-            if tool.name in registry:
-                logger.warning("tool %r from %s replaces one loaded before", tool.name, entry)
-            registry.add(tool)
-    return registry, sources
-
-
-def _import_module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        raise UsageError(f"--tools {name}: no such file or module ({exc})") from None
-    except Exception as exc:
-        raise _load_failure(name, exc) from None
-
-
-def _import_file(path: Path) -> ModuleType:
-    path = path.resolve()
-    if not path.is_file():
-        raise UsageError(f"--tools {path}: no such file")
-    name = "agentflow_user_tools_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"--tools {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    if str(path.parent) not in sys.path:
-        sys.path.append(str(path.parent))  # its sibling modules import; appended, so it shadows nothing
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise _load_failure(str(path), exc) from None
-    return module
-
-
-def _load_failure(source: str, exc: Exception) -> UsageError:
-    logger.info("loading tools from %s failed", source, exc_info=exc)
-    return UsageError(f"cannot load tools from {source}: {type(exc).__name__}: {exc} (run `agentflow -v ...` "
-                      "for the traceback)")
-
-
-def module_tools(module: ModuleType) -> list[Tool]:
-    """``module.TOOLS`` if defined, else every public function (or ``Tool``) defined in the module itself."""
-    declared = getattr(module, "TOOLS", None)
-    try:
-        if declared is not None:
-            if not isinstance(declared, (list, tuple)):
-                raise UsageError(f"{module.__file__ or module.__name__}: TOOLS must be a list of functions or tools")
-            return [as_tool(obj) for obj in declared]
-        own = [obj for name, obj in vars(module).items() if not name.startswith("_") and _defined_in(obj, module)]
-        return [as_tool(obj) for obj in own]
-    except ToolError as exc:
-        raise UsageError(f"{module.__file__ or module.__name__}: {exc}") from None
-
-
-def _defined_in(obj: Any, module: ModuleType) -> bool:
-    fn = obj.fn if isinstance(obj, Tool) else obj
-    return (isinstance(obj, Tool) or inspect.isfunction(obj)) and getattr(fn, "__module__", None) == module.__name__
-
-
-def load_workflows(dirs: Sequence[Path], skip: Path | None) -> tuple[list[WorkflowSpec], list[str]]:
-    """Every workflow file in ``dirs`` but ``skip`` (failures logged and skipped), and the directories
-    that gave at least one."""
-    specs: list[WorkflowSpec] = []
-    used: list[str] = []
-    seen: set[Path] = {skip.resolve()} if skip is not None else set()
-    for directory in dict.fromkeys(d.resolve() for d in dirs):
-        files = sorted({f.resolve() for pattern in WORKFLOW_SUFFIXES for f in directory.glob(pattern)} - seen)
-        seen.update(files)
-        found = 0
-        for file in files:
-            try:
-                specs.append(load_workflow(file))
-                found += 1
-            except WorkflowValidationError as exc:
-                logger.warning("skipping workflow %s: %d problem(s), first: %s", file, len(exc.issues),
-                               exc.issues[0] if exc.issues else "?")
-            except (ValueError, OSError) as exc:
-                logger.warning("skipping workflow %s: %s", file, exc)
-        if found:
-            used.append(str(directory))
-    return specs, used
 
 
 # ---- the event loop ----------------------------------------------------------------------------------------

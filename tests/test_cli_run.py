@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from agentflow.cli_run import UsageError, load_tools, load_workflows, module_tools
+from agentflow.discovery import DiscoveryError, load_tools, load_workflows, module_tools
 from agentflow.live_view import RunState, describe, render
 from agentflow.runtime.events import (
     LLMDelta,
@@ -396,9 +396,9 @@ def test_tool_modules_give_TOOLS_or_the_public_functions_defined_there(tmp_path:
     module.__dict__.update(registry=registry, TOOLS=[registry.get("echo"), len])
     assert [t.name for t in module_tools(module)] == ["echo", "len"]
     (tmp_path / "bad.py").write_text("def broken(:\n")
-    with pytest.raises(UsageError, match="SyntaxError"):
+    with pytest.raises(DiscoveryError, match="SyntaxError"):
         load_tools([str(tmp_path / "bad.py")], None)
-    with pytest.raises(UsageError, match="no such file or module"):
+    with pytest.raises(DiscoveryError, match="no such file or module"):
         load_tools(["no_such_module_here"], None)
 
 
