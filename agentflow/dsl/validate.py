@@ -15,43 +15,33 @@ Structural codes: ``missing_field``, ``unknown_field``, ``unknown_kind``, ``miss
 
 from __future__ import annotations
 
-import difflib
 import re
-import typing
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import jsonschema.exceptions
 import jsonschema.validators
-from pydantic import BaseModel, ValidationError
-from pydantic_core import core_schema
+from pydantic import ValidationError
 
 from agentflow.dsl.errors import TemplateError, ValidationIssue, WorkflowValidationError
 from agentflow.dsl.ir import (
-    IDENTIFIER,
-    NODE_KINDS,
     AgentNode,
     AnyNode,
     Body,
-    Defaults,
-    Edge,
     EndNode,
     InterruptNode,
     LLMNode,
     LoopNode,
     MapNode,
-    Message,
     ParallelNode,
-    RetryPolicy,
-    Sampling,
-    StateKey,
     SwitchNode,
     ToolNode,
     WorkflowNode,
     WorkflowSpec,
 )
+from agentflow.dsl.structure import closest, describe_value, json_pointer, structure_issues, suggest
 from agentflow.dsl.templates import ENV, references
 
 Locate = Callable[[str], tuple[int, int] | None]
@@ -67,203 +57,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,), "object": (dict,),
     "array": (list,), "null": (type(None),),
 }
-
-
-def json_pointer(parts: Iterable[str | int]) -> str:
-    """An RFC 6901 pointer from path parts: ``("nodes", 0, "a/b")`` -> ``/nodes/0/a~1b``."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-# --------------------------------------------------------------------------------------------------
-# Structure: pydantic errors -> issues
-
-_BUILTIN_ERRORS = frozenset(typing.get_args(core_schema.ErrorType))
-_CODES = {"missing": "missing_field", "extra_forbidden": "unknown_field", "union_tag_invalid": "unknown_kind",
-          "union_tag_not_found": "missing_kind", "int_from_float": "wrong_type", "none_required": "wrong_type"}
-_UNION_TAGS = {"str": "a string", "dict[str,str]": "a mapping of strings"}
-
-
-_NODE_MODELS: dict[str, type[BaseModel]] = {
-    typing.get_args(m.model_fields["kind"].annotation)[0]: m for m in typing.get_args(AnyNode)}
-_KEYED_MODELS: dict[str, tuple[str, type[BaseModel]]] = {  # mappings from user-chosen names to models
-    "state": ("a state key", StateKey), "branches": ("a branch", Body)}
-_FIELD_MODELS: dict[str, tuple[str, type[BaseModel]]] = {
-    "defaults": ("`defaults`", Defaults), "sampling": ("`sampling`", Sampling), "retry": ("`retry`", RetryPolicy),
-    "body": ("a body", Body)}
-_LIST_MODELS: dict[str, tuple[str, type[BaseModel]]] = {"edges": ("an edge", Edge), "messages": ("a message", Message)}
-
-
-def _fields(model: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _model_at(data: object, path: list[str | int]) -> tuple[str, type[BaseModel]] | None:
-    """The IR model (and how to name it) of the mapping at ``path`` in ``data``, when it can be told."""
-    value = _value_at(data, path)
-    if not path:
-        return "the workflow", WorkflowSpec
-    if isinstance(value, dict) and isinstance(path[-1], int) and value.get("kind") in _NODE_MODELS:
-        return f"a node of kind `{value['kind']}`", _NODE_MODELS[value["kind"]]
-    parent = path[-2] if len(path) > 1 else None
-    if isinstance(parent, str) and isinstance(path[-1], str) and parent in _KEYED_MODELS:
-        return _KEYED_MODELS[parent]
-    if isinstance(parent, str) and isinstance(path[-1], int) and parent in _LIST_MODELS:
-        return _LIST_MODELS[parent]
-    return _FIELD_MODELS.get(path[-1]) if isinstance(path[-1], str) else None
-
-
-def _unknown_field(data: object, path: list[str | int]) -> str:
-    name = str(path[-1]) if path else ""
-    found = _model_at(data, path[:-1])
-    if found is None:
-        return f"unknown field `{name}`"
-    label, model = found
-    fields = _fields(model)
-    hint = _suggest(name, fields, 0.75) or f"; its fields are: {', '.join(fields)}"
-    return f"unknown field `{name}` for {label}{hint}"
-
-
-def _error_code(kind: str) -> str:
-    if kind in _CODES:
-        return _CODES[kind]
-    if kind not in _BUILTIN_ERRORS:
-        return kind  # a PydanticCustomError raised by the IR: its type is its code
-    if kind.endswith(("_type", "_parsing")):
-        return "wrong_type"
-    return "invalid_value"
-
-
-def _describe(value: object) -> str:
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
-             type(None): "null"}
-    text = repr(value)
-    return f"{names.get(type(value), type(value).__name__)} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-def _closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
-    return close[0] if close else None
-
-
-def _suggest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
-    close = _closest(word, choices, cutoff)
-    return f" (did you mean `{close}`?)" if close else ""
-
-
-@dataclass
-class _Located:
-    """Where a pydantic error's ``loc`` lands in the input data."""
-
-    path: list[str | int]
-    union_at: int | None = None  # len(path) where a non-discriminated union member tag was skipped
-    tags: list[str] = field(default_factory=list)
-    node_id: str | None = None
-
-
-def _walk_loc(data: object, loc: tuple[int | str, ...], missing: bool) -> _Located:
-    """Follow ``loc`` through ``data``, dropping union tags (pydantic adds them to ``loc``)."""
-    elements = list(loc)
-    last = elements.pop() if missing and elements else None
-    found = _Located(path=[])
-    current, in_list_item = data, False
-    for element in elements:
-        if element == "[key]":
-            continue
-        if in_list_item and isinstance(current, dict) and element == current.get("kind"):
-            in_list_item = False  # the discriminator tag of a node
-            continue
-        in_dict = isinstance(current, dict) and element in current
-        if in_dict or (isinstance(current, list) and isinstance(element, int) and 0 <= element < len(current)):
-            current = current[element]  # type: ignore[index]
-        else:  # a member tag of a plain union (`writes: str | dict[str, str]`)
-            if found.union_at is None:
-                found.union_at = len(found.path)
-            found.tags.append(str(element))
-            continue
-        found.path.append(element)
-        in_list_item = isinstance(element, int)
-        if in_list_item and isinstance(current, dict) and isinstance(current.get("id"), str):
-            found.node_id = current["id"]  # list items with an id are nodes
-    if last is not None:
-        found.path.append(last)
-    return found
-
-
-def _rephrase(error: Any) -> str:
-    """Pydantic's message, reworded for people who write YAML rather than Python."""
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if kind in ("model_attributes_type", "model_type", "dict_type"):
-        return "should be a mapping"
-    if kind == "list_type":
-        return "should be a list"
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") == IDENTIFIER:
-        return "should be an identifier (letters, digits and _, not starting with a digit)"
-    message = str(error["msg"])
-    return "should " + message[len("Input should "):] if message.startswith("Input should ") else \
-        f"is invalid: {message[0].lower()}{message[1:]}"
-
-
-def _structure_message(data: object, error: Any, code: str, where: _Located) -> str:
-    name = next((p for p in reversed(where.path) if isinstance(p, str)), "")
-    value = error.get("input")
-    ctx = error.get("ctx") or {}
-    if code == "missing_field":
-        text = f"missing required field `{name}`"
-    elif code == "unknown_field":
-        text = _unknown_field(data, where.path)
-    elif code == "unknown_kind":
-        tag = ctx.get("tag", "")
-        text = f"unknown node kind {tag!r}{_suggest(tag, NODE_KINDS, 0.75)}; expected one of: {', '.join(NODE_KINDS)}"
-    elif code == "missing_kind":
-        text = f"node has no `kind`; expected one of: {', '.join(NODE_KINDS)}"
-    elif error["type"] in _BUILTIN_ERRORS:
-        if where.path and isinstance(where.path[-1], int):
-            name = f"{name}[{where.path[-1]}]"
-        subject = f"`{name}`" if name else "the workflow"
-        text = f"{subject} {_rephrase(error)}, got {_describe(value)}"
-    else:
-        text = error["msg"]
-    return f"node {where.node_id!r}: {text}" if where.node_id else text
-
-
-def _structure_issues(data: object, exc: ValidationError) -> list[ValidationIssue]:
-    issues: list[ValidationIssue] = []
-    unions: dict[str, list[tuple[ValidationIssue, _Located]]] = {}
-    for error in exc.errors():
-        code = _error_code(error["type"])
-        where = _walk_loc(data, error["loc"], missing=code in ("missing_field", "missing_kind"))
-        if code in ("missing_kind", "unknown_kind"):
-            where.path.append("kind")
-        issue = ValidationIssue(code=code, message=_structure_message(data, error, code, where),
-                                pointer=json_pointer(where.path))
-        if where.union_at is None:
-            issues.append(issue)
-        else:
-            unions.setdefault(json_pointer(where.path[:where.union_at]), []).append((issue, where))
-    for prefix, members in unions.items():  # one issue per union, not one per member type
-        deeper = [issue for issue, where in members if len(where.path) > (where.union_at or 0)]
-        if deeper:
-            issues.extend(deeper)
-            continue
-        where = members[0][1]
-        wanted = " or ".join(dict.fromkeys(_UNION_TAGS.get(w.tags[0], w.tags[0]) for _, w in members))
-        name = next((p for p in reversed(where.path) if isinstance(p, str)), "value")
-        value = _value_at(data, where.path)
-        text = f"`{name}` should be {wanted}, got {_describe(value)}"
-        issues.append(ValidationIssue(code="wrong_type", pointer=prefix,
-                                      message=f"node {where.node_id!r}: {text}" if where.node_id else text))
-    return issues
-
-
-def _value_at(data: object, path: list[str | int]) -> object:
-    for part in path:
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return None
-    return data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,7 +167,7 @@ class _Checker:
             if expected and value is not None and (not isinstance(value, expected) or (
                     isinstance(value, bool) and bool not in expected)):
                 self.add("wrong_type", ptr + "/default",
-                         f"state key {key!r}: default {_describe(value)} is not of type {spec.type}")
+                         f"state key {key!r}: default {describe_value(value)} is not of type {spec.type}")
 
     def check_schema(self, schema: dict[str, Any], ptr: str, what: str) -> None:
         validator = jsonschema.validators.validator_for(schema, default=jsonschema.validators.Draft202012Validator)
@@ -427,12 +220,12 @@ class _Checker:
             if name == "state" and attr is not None and attr not in self.spec.state:
                 declared = ", ".join(self.spec.state) or "none declared"
                 self.add("unknown_state_key", ptr, f"{what} reads `state.{attr}`, but {attr!r} is not a state "
-                         f"key{_suggest(attr, self.spec.state)} (state keys: {declared})",
+                         f"key{suggest(attr, self.spec.state)} (state keys: {declared})",
                          rf"\bstate\s*(\.\s*{re.escape(attr)}\b|\[\s*['\"]{re.escape(attr)}['\"])")
             elif name == "input" and attr is not None and self.input_fields is not None \
                     and attr not in self.input_fields:
                 self.add("unknown_input_field", ptr, f"{what} reads `input.{attr}`, but the input schema has no "
-                         f"property {attr!r}{_suggest(attr, self.input_fields)}",
+                         f"property {attr!r}{suggest(attr, self.input_fields)}",
                          rf"\binput\s*(\.\s*{re.escape(attr)}\b|\[\s*['\"]{re.escape(attr)}['\"])")
             elif name not in names and name not in reported:
                 reported.add(name)
@@ -450,7 +243,7 @@ class _Checker:
             return "which is only bound in a node's `writes` mapping"
         if name == "error":
             return "which is only bound in a node that an `on_error` edge leads to"
-        return f"which is not `input`, `state`, a node id or a bound variable{_suggest(name, names)}"
+        return f"which is not `input`, `state`, a node id or a bound variable{suggest(name, names)}"
 
 
 class _NodeCheck:
@@ -506,7 +299,7 @@ class _NodeCheck:
             self.nested(node.input, "/input")
             if self.c.workflows is not None and node.workflow not in self.c.workflows:
                 self.c.add("unknown_workflow", self.ptr + "/workflow", f"{self.what} runs workflow "
-                           f"{node.workflow!r}, which is not registered{_suggest(node.workflow, self.c.workflows)}")
+                           f"{node.workflow!r}, which is not registered{suggest(node.workflow, self.c.workflows)}")
         elif isinstance(node, InterruptNode):
             self.text(node.prompt, "/prompt")
             if node.value_schema is not None:
@@ -525,7 +318,7 @@ class _NodeCheck:
         for key, ptr in keys.items():
             if key not in state:
                 self.c.add("unknown_state_key", ptr, f"{self.what} writes state key {key!r}, which is not declared "
-                           f"under `state`{_suggest(key, state)}")
+                           f"under `state`{suggest(key, state)}")
 
     def regex(self, pattern: str) -> None:
         try:
@@ -537,7 +330,7 @@ class _NodeCheck:
     def tool(self, name: str, key: str) -> None:
         if self.c.tools is not None and name not in self.c.tools:
             self.c.add("unknown_tool", self.ptr + key,
-                       f"{self.what} uses tool {name!r}, which is not registered{_suggest(name, self.c.tools)}")
+                       f"{self.what} uses tool {name!r}, which is not registered{suggest(name, self.c.tools)}")
 
 
 class _GraphCheck:
@@ -586,8 +379,8 @@ class _GraphCheck:
         if name in self.c.where:
             hint = f"; {name!r} is in {self.c.where[name]}, and references cannot cross graph levels"
         else:
-            hint = _suggest(name, self.ids)
-            close = _closest(name, self.ids)
+            hint = suggest(name, self.ids)
+            close = closest(name, self.ids)
             if close:  # a typo: the node it meant is not also reported unreachable
                 self.excused.add(close)
         self.c.add("unknown_node", ptr, f"{what} names {name!r}, but there is no such node in "
@@ -680,13 +473,13 @@ def validate_data(data: object, *, locate: Locate | None = None, tools: Collecti
     """
     if not isinstance(data, dict):
         found = [_Found(ValidationIssue(code="wrong_type", message="a workflow must be a mapping (name, nodes, "
-                                        f"edges, ...), got {_describe(data)}"))]
+                                        f"edges, ...), got {describe_value(data)}"))]
         spec = None
     else:
         try:
             spec = WorkflowSpec.model_validate(data, by_alias=True, by_name=False)  # YAML names only
         except ValidationError as exc:
-            found = [_Found(issue) for issue in _structure_issues(data, exc)]
+            found = [_Found(issue) for issue in structure_issues(data, exc)]
             spec = None
         else:
             found = _semantic(spec, tools, workflows)
