@@ -223,8 +223,10 @@ class RunExecution:
     def emit(self, cls: type[EventBase], *, node: str | None = None, attempt: int | None = None,
              **fields: Any) -> EventBase:
         """Publish an event now and queue it for the store (no wait)."""
-        event = self.make_event(cls, node=node, attempt=attempt, **fields)
-        self.services.store.append_nowait(self.run_id, [event])
+        self.seq += 1  # make_event, inlined: this runs several times per node
+        event = cls(run_id=self.run_id, seq=self.seq, time=time.time(), node=node, attempt=attempt, **fields)
+        self.services.publish(event)
+        self.services.store.append_nowait(self.run_id, (event,))
         return event
 
     def make_event(self, cls: type[EventBase], **fields: Any) -> EventBase:

@@ -167,6 +167,17 @@ class MemoryStore(RunStore):
         log_ = self._events.get(run_id)
         if log_ is None:
             log_ = self._events[run_id] = _EventLog()
+        if len(events) == 1:  # the common case, checked and stored in one pass
+            event = events[0]
+            if event.run_id != run_id:
+                raise ValueError(f"append({run_id!r}) got a record of run {event.run_id!r}")
+            if event.seq in log_.data:
+                exc = DuplicateEventError(f"run {run_id!r}: event seq {event.seq} already stored")
+                log.error("append_nowait(%r) failed: %s", run_id, exc)
+                self._deferred.add(exc)
+                return
+            log_.insert(event.seq, event)
+            return
         for event in events:
             if event.run_id != run_id:
                 raise ValueError(f"append({run_id!r}) got a record of run {event.run_id!r}")
