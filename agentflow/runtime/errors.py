@@ -4,12 +4,20 @@ Hierarchy::
 
     AgentflowError
     ├── RunNotFoundError        no run with that id (in memory or in the store)
+    ├── WorkflowNotFoundError   no workflow registered under that name
     ├── InvalidInputError       a run's input (or a resume value) does not match its JSON Schema
     ├── RunStateError           the operation does not fit the run's status (resume a finished run ...)
     ├── NoLLMError              a node needs an LLM and none is configured for its model name
     └── NodeError               one node attempt failed; ``node`` is its path
         ├── NodeTimeoutError    the attempt ran past its timeout
         └── OutputError         an LLM's output does not match the node's schema / regex / choices
+    StoreError                  the run store failed (an AgentflowError too)
+    ├── StoreClosedError        the store is closed
+    ├── StoreVersionError       the file was written by a newer agentflow, or is no run store
+    ├── RunExistsError          a run with that id is already stored
+    └── DuplicateEventError     an event seq is already stored (an orchestrator bug)
+
+``RunNotFoundError`` is one class for the store and the runtime, so one ``except`` catches both.
 """
 
 from __future__ import annotations
@@ -19,6 +27,30 @@ from agentflow.errors import AgentflowError
 
 class RunNotFoundError(AgentflowError):
     code = "run_not_found"
+
+
+class WorkflowNotFoundError(AgentflowError):
+    code = "workflow_not_found"
+
+
+class StoreError(AgentflowError):
+    code = "store_error"
+
+
+class StoreClosedError(StoreError):
+    code = "store_closed"
+
+
+class StoreVersionError(StoreError):
+    code = "store_version"
+
+
+class RunExistsError(StoreError):
+    code = "run_exists"
+
+
+class DuplicateEventError(StoreError):
+    code = "duplicate_event"
 
 
 class InvalidInputError(AgentflowError):
@@ -51,5 +83,6 @@ class OutputError(NodeError):
     code = "invalid_output"
 
 
-__all__ = ["InvalidInputError", "NoLLMError", "NodeError", "NodeTimeoutError", "OutputError", "RunNotFoundError",
-           "RunStateError"]
+__all__ = ["DuplicateEventError", "InvalidInputError", "NoLLMError", "NodeError", "NodeTimeoutError", "OutputError",
+           "RunExistsError", "RunNotFoundError", "RunStateError", "StoreClosedError", "StoreError", "StoreVersionError",
+           "WorkflowNotFoundError"]

@@ -32,7 +32,7 @@ from anyio.abc import TaskGroup
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.llm.base import LLM
 from agentflow.runtime.bus import EventBus
-from agentflow.runtime.errors import NoLLMError, RunNotFoundError, RunStateError
+from agentflow.runtime.errors import NoLLMError, RunNotFoundError, RunStateError, WorkflowNotFoundError
 from agentflow.runtime.events import (
     TERMINAL_EVENTS,
     EventBase,
@@ -133,7 +133,7 @@ class Runtime:
             return self.workflows[name]
         except KeyError:
             known = ", ".join(sorted(self.workflows)) or "none"
-            raise RunNotFoundError(f"unknown workflow {name!r} (registered: {known})") from None
+            raise WorkflowNotFoundError(f"unknown workflow {name!r} (registered: {known})") from None
 
     def _llm_for(self, model: str | None) -> LLM:
         source = self._llm
@@ -178,9 +178,8 @@ class Runtime:
                            input=run_input, spec=self._spec_json(spec), created_at=now, updated_at=now)
         await store.create_run(record)
         execution = RunExecution(run_id, spec, run_input, self._services())
-        live = self._launch(tg, execution)
+        self._launch(tg, execution)
         execution.emit(RunStarted, workflow=spec.name, version=spec.version, input=run_input)
-        del live
         return run_id
 
     def _spec_json(self, spec: WorkflowSpec) -> dict[str, Any]:

@@ -15,6 +15,8 @@ that was in flight re-runs with the same attempt number (and so the same idempot
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import random
 import sys
@@ -107,8 +109,6 @@ def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
 
 
 def initial_state(spec: WorkflowSpec) -> dict[str, Any]:
-    import copy
-
     return {key: copy.deepcopy(declared.default) if declared.default is not None else _empty(declared)
             for key, declared in spec.state.items()}
 
@@ -418,7 +418,7 @@ class RunExecution:
 
     @staticmethod
     def _switch_case(node: SwitchNode, value: Any) -> str:
-        key = value if isinstance(value, str) else _json_key(value)
+        key = value if isinstance(value, str) else json.dumps(value)
         if key in node.cases or node.default is not None:
             return key if key in node.cases else "default"
         raise NodeError(f"no case matches {key!r} (cases: {sorted(node.cases)}) and there is no default", node=node.id)
@@ -509,24 +509,15 @@ class RunExecution:
             waiter.set()
 
 
-def validate_input(spec: WorkflowSpec, value: Any, *, what: str = "input") -> None:
-    """Check a run's input (or a resume value) against a JSON Schema; raise ``InvalidInputError``."""
-    schema = spec.input if what == "input" else None
-    if schema is None:
-        return
-    check_against(schema, value, f"{spec.name} {what}")
+def validate_input(spec: WorkflowSpec, value: Any) -> None:
+    """Check a run's input against the workflow's input schema; raise ``InvalidInputError``."""
+    check_against(spec.input, value, f"{spec.name} input")
 
 
 def check_against(schema: dict[str, Any], value: Any, what: str) -> None:
     error = schema_error(schema, value)
     if error is not None:
         raise InvalidInputError(f"{what} does not match its schema at {error[0]}: {error[1]}")
-
-
-def _json_key(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def _describe(error: BaseException) -> str:

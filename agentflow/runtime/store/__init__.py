@@ -9,18 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agentflow.runtime.store.base import (
-    FINISHED,
+from agentflow.runtime.errors import (
     DuplicateEventError,
-    NodeRecord,
     RunExistsError,
     RunNotFoundError,
-    RunRecord,
-    RunStatus,
-    RunStore,
     StoreClosedError,
     StoreError,
     StoreVersionError,
+)
+from agentflow.runtime.store.base import (
+    FINISHED,
+    NodeRecord,
+    RunRecord,
+    RunStatus,
+    RunStore,
 )
 from agentflow.runtime.store.memory import MemoryStore
 from agentflow.runtime.store.sqlite import SQLiteStore

@@ -26,8 +26,9 @@ queued before it (``append_nowait`` included) is committed. An awaited op raises
 ``append_nowait`` error is logged at once and raised by the next awaited call on the store (or
 ``flush``/``aclose``). Cancelling an awaited write does not withdraw it: it is queued and will commit.
 
-Errors: ``StoreError`` (an ``AgentflowError``) ← ``StoreClosedError``, ``StoreVersionError``,
-``RunExistsError``, ``RunNotFoundError``, ``DuplicateEventError``.
+Errors (defined in ``agentflow.runtime.errors``, re-exported by this package): ``StoreError`` ← ``StoreClosedError``,
+``StoreVersionError``, ``RunExistsError``, ``DuplicateEventError``; and ``RunNotFoundError``, the one class
+the runtime raises too.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
-from agentflow.errors import AgentflowError
 from agentflow.runtime.events import EventBase
 
 log = logging.getLogger(__name__)
@@ -63,30 +63,6 @@ MAX_BATCH_OPS = 1024
 """Most queued ops the writer folds into one transaction (bounds a batch's latency)."""
 PURGE_INTERVAL_S = 3600.0
 """How often the writer applies ``retention_days`` while the store is open."""
-
-
-class StoreError(AgentflowError):
-    code = "store_error"
-
-
-class StoreClosedError(StoreError):
-    code = "store_closed"
-
-
-class StoreVersionError(StoreError):
-    code = "store_version"
-
-
-class RunExistsError(StoreError):
-    code = "run_exists"
-
-
-class RunNotFoundError(StoreError):
-    code = "run_not_found"
-
-
-class DuplicateEventError(StoreError):
-    code = "duplicate_event"
 
 
 class RunRecord(BaseModel):

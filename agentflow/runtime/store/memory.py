@@ -13,18 +13,14 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from agentflow.runtime.errors import DuplicateEventError, RunExistsError, RunNotFoundError, StoreClosedError, StoreError
 from agentflow.runtime.events import EventBase
 from agentflow.runtime.store.base import (
     FINISHED,
     UNFINISHED,
-    DuplicateEventError,
     NodeRecord,
-    RunExistsError,
-    RunNotFoundError,
     RunRecord,
     RunStore,
-    StoreClosedError,
-    StoreError,
     _decode_cursor,
     _dumps,
     _encode_cursor,
@@ -159,7 +155,7 @@ class MemoryStore(RunStore):
         write = self._prepare(run_id, events, nodes, run)
         try:
             self._apply(write)
-        except StoreError as exc:  # deferred like SQLiteStore's, where the database finds it later
+        except (StoreError, RunNotFoundError) as exc:  # deferred like SQLiteStore's, where the database finds it later
             log.error("append_nowait(%r) failed: %s", run_id, exc)
             self._deferred.add(exc)
 

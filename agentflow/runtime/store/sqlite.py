@@ -19,6 +19,14 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from agentflow.runtime.errors import (
+    DuplicateEventError,
+    RunExistsError,
+    RunNotFoundError,
+    StoreClosedError,
+    StoreError,
+    StoreVersionError,
+)
 from agentflow.runtime.events import EventBase, parse_event
 from agentflow.runtime.store.base import (
     _RUN_COLUMNS,
@@ -27,15 +35,9 @@ from agentflow.runtime.store.base import (
     PURGE_INTERVAL_S,
     SCHEMA_VERSION,
     UNFINISHED,
-    DuplicateEventError,
     NodeRecord,
-    RunExistsError,
-    RunNotFoundError,
     RunRecord,
     RunStore,
-    StoreClosedError,
-    StoreError,
-    StoreVersionError,
     T,
     _decode_cursor,
     _Deferred,
