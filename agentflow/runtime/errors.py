@@ -53,6 +53,10 @@ class DuplicateEventError(StoreError):
     code = "duplicate_event"
 
 
+class CheckpointLost(StoreError):
+    """A checkpoint the run queued was not committed; the run stops, since its record would be wrong."""
+
+
 class InvalidInputError(AgentflowError):
     code = "invalid_input"
 
@@ -83,6 +87,6 @@ class OutputError(NodeError):
     code = "invalid_output"
 
 
-__all__ = ["DuplicateEventError", "InvalidInputError", "NoLLMError", "NodeError", "NodeTimeoutError", "OutputError",
-           "RunExistsError", "RunNotFoundError", "RunStateError", "StoreClosedError", "StoreError", "StoreVersionError",
-           "WorkflowNotFoundError"]
+__all__ = ["CheckpointLost", "DuplicateEventError", "InvalidInputError", "NoLLMError", "NodeError", "NodeTimeoutError",
+           "OutputError", "RunExistsError", "RunNotFoundError", "RunStateError", "StoreClosedError", "StoreError",
+           "StoreVersionError", "WorkflowNotFoundError"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from pydantic_core import to_jsonable_python
 from agentflow.dsl.ir import AgentNode, Defaults, LLMNode, Sampling, SwitchNode, ToolNode
 from agentflow.dsl.templates import render, render_value
 from agentflow.llm.base import LLM, Constraint, LLMRequest, LLMResult, TextDelta
-from agentflow.runtime.errors import NodeError, OutputError
+from agentflow.runtime.errors import CheckpointLost, NodeError, OutputError
 from agentflow.runtime.events import EventBase, LLMDelta, ToolCall, ToolResult
 from agentflow.schemas import schema_error
 from agentflow.tool import ToolContext, ToolRegistry
@@ -36,6 +36,8 @@ class NodeCall:
     llm_for: Callable[[str | None], LLM]
     emit: Callable[..., EventBase]
     """``emit(EventClass, **fields)``: publish and log an event of this run for this node."""
+    durable: Callable[[], Awaitable[None]]
+    """Wait until the run's queued checkpoints are committed; awaited before calling a tool or an LLM."""
 
     @property
     def session_id(self) -> str:
@@ -76,6 +78,7 @@ def _request(messages: list[dict[str, Any]], sampling: Sampling, model: str | No
 async def _complete(llm: LLM, request: LLMRequest, call: NodeCall) -> LLMResult:
     """Stream one LLM call, publishing each piece of text as an ``llm.delta`` event."""
     result: LLMResult | None = None
+    await call.durable()
     stream = llm.stream(request)
     try:
         async for item in stream:
@@ -143,6 +146,7 @@ async def run_tool_call(tools: ToolRegistry, name: str, arguments: dict[str, Any
     started = time.monotonic()
     ctx = ToolContext(run_id=call.run_id, node_id=call.path, attempt=call.attempt,
                       call_id=call_id if call_id != call.path else "")
+    await call.durable()
     try:
         result = jsonable(await tool.call(arguments, ctx))
     except Exception as exc:
@@ -183,6 +187,8 @@ async def run_agent(node: AgentNode, ns: dict[str, Any], call: NodeCall) -> Any:
                       outputs: dict[int, Any] = outputs) -> None:
             try:
                 outputs[index] = await run_tool_call(call.tools, name, arguments, call, call_id)
+            except CheckpointLost:
+                raise
             except Exception as exc:  # the model sees the error and may recover
                 outputs[index] = {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -6,27 +6,36 @@ level runs every ready node at once in a task group; when a node finishes, the p
 :class:`~agentflow.runtime.graph.Frontier` says what became ready.
 
 Durability: every completed node is checkpointed (its output and the state writes it made) in the
-same store transaction as its ``node.completed`` event, and that commit is awaited before the
-node's successors start. Values that steer execution but are not node outputs (a map's item
-list, a loop's "go again") are recorded as *decisions*. A resumed run replays checkpoints: done
-nodes return their recorded output without running, so nothing completed runs twice, and the node
-that was in flight re-runs with the same attempt number (and so the same idempotency key).
+same store transaction as its ``node.completed`` event. The commit is queued, not awaited: the
+node's successors may prepare while it is in flight (take their next step in the graph, log
+``node.started``, render their arguments), but nothing leaves the process before every checkpoint
+its predecessors queued is committed. :meth:`RunExecution.durable` is that barrier; a tool call,
+an LLM request, an interrupt and the run's end wait on it. A node waits for the checkpoints queued
+before it became ready (its predecessors' among them), not for those of siblings that finished
+after, so a fan-out's branches do not wait on each other's commits. Values that steer execution
+but are not node outputs (a map's item list, a loop's "go again") are recorded as *decisions*. A
+resumed run replays checkpoints: done nodes return their recorded output without running, so
+nothing completed runs twice, and the node that was in flight re-runs with the same attempt number
+(and so the same idempotency key).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import random
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from agentflow.dsl.ir import (
     AgentNode,
@@ -48,7 +57,7 @@ from agentflow.dsl.ir import (
 from agentflow.dsl.templates import evaluate, render, render_value
 from agentflow.llm.base import LLM
 from agentflow.runtime import nodes as leaf
-from agentflow.runtime.errors import InvalidInputError, NodeError, NodeTimeoutError
+from agentflow.runtime.errors import CheckpointLost, InvalidInputError, NodeError, NodeTimeoutError
 from agentflow.runtime.events import (
     EventBase,
     NodeCompleted,
@@ -59,7 +68,8 @@ from agentflow.runtime.events import (
     RunResumed,
 )
 from agentflow.runtime.graph import Frontier, Plan
-from agentflow.runtime.store import NodeRecord, RunStore
+from agentflow.runtime.store import NodeRecord, PendingWrite, RunStore
+from agentflow.runtime.taskgroup import task_group
 from agentflow.schemas import schema_error
 from agentflow.tool import ToolRegistry
 
@@ -83,6 +93,10 @@ class NodeFailure(Exception):
         self.path = path
         self.error = error
         super().__init__(f"node {path!r} failed: {type(error).__name__}: {error}")
+
+
+YIELD_EVERY_S = 0.0005
+"""A run yields to the event loop at its barrier at least this often (see ``RunExecution.durable``)."""
 
 
 @contextmanager
@@ -207,6 +221,9 @@ class RunExecution:
         self.frame = Frame(spec, run_input, initial_state(spec), "")
         self._frames: dict[str, Frame] = {"": self.frame}
         self._pending_writes: dict[str, list[tuple[str, Any]]] = {}
+        self._commits: deque[tuple[int, PendingWrite]] = deque()  # (number, write): not yet seen committed
+        self._queued = 0  # checkpoints queued so far; a node waits for those numbered below its ticket
+        self._yielded_at = 0.0
         for record in records:
             if record.kind == "decision":
                 self.decisions[record.path] = record.output
@@ -236,11 +253,43 @@ class RunExecution:
         self.services.publish(event)
         return event
 
-    async def checkpoint(self, record: NodeRecord, event_cls: type[EventBase], **fields: Any) -> None:
-        """Log the node's final event and its checkpoint in one transaction; wait for the commit."""
+    def checkpoint(self, record: NodeRecord, event_cls: type[EventBase], **fields: Any) -> None:
+        """Queue the node's final event and its checkpoint as one transaction; :meth:`durable` waits for it."""
         event = self.make_event(event_cls, node=record.path, attempt=record.attempt, **fields)
-        await self.services.store.append(self.run_id, [event], [record])
+        self._commits.append((self._queued, self.services.store.append_soon(self.run_id, [event], [record])))
+        self._queued += 1
         self.done[record.path] = record
+
+    async def durable(self, ticket: int | None = None) -> None:
+        """The barrier before anything leaves the process: return once the checkpoints numbered below
+        ``ticket`` (default: all queued so far) are committed; raise ``CheckpointLost`` if one failed. A
+        node's ticket is the count queued when it became ready, so it covers its predecessors. Commits
+        are FIFO, so waiting for the newest one needed covers the older ones.
+
+        It is also the run's cooperative yield point: a chain of tools that never block would otherwise
+        never let other tasks run (nor be cancelled), and yielding on every node would cost a loop
+        iteration each (a sixth of an in-memory node). So it yields once ``YIELD_EVERY_S`` has passed
+        since the run last waited here (the idea of tokio's cooperative budget)."""
+        commits = self._commits
+        limit = self._queued if ticket is None else ticket
+        while commits and commits[0][0] < limit:
+            first, head = commits[0]
+            if head.done():
+                commits.popleft()
+                error = head.error()
+                if error is not None:
+                    raise CheckpointLost(f"a checkpoint of this run was not stored: {_describe(error)}") from error
+                continue
+            newest = commits[min(limit - 1 - first, len(commits) - 1)][1]
+            try:
+                await newest.wait()
+            except Exception as exc:
+                raise CheckpointLost(f"a checkpoint of this run was not stored: {_describe(exc)}") from exc
+            self._yielded_at = time.monotonic()
+        now = time.monotonic()
+        if now - self._yielded_at >= YIELD_EVERY_S:
+            self._yielded_at = now
+            await anyio.lowlevel.checkpoint()
 
     def decide(self, path: str, compute: Callable[[], Any]) -> Any:
         """A recorded decision: computed once, replayed on resume."""
@@ -261,6 +310,7 @@ class RunExecution:
         except EndRun as end:
             if end.frame is not self.frame:
                 raise
+        await self.durable()
         return self.frame_output(scope)
 
     def frame_output(self, scope: Scope) -> Any:
@@ -286,20 +336,21 @@ class RunExecution:
         return frontier
 
     async def _walk(self, plan: Plan, frontier: Frontier, scope: Scope) -> None:
-        async with anyio.create_task_group() as tg:
+        async with task_group() as tg:
 
-            async def advance(node_id: str) -> None:
+            async def advance(node_id: str, ticket: int) -> None:
                 while True:  # a chain continues in this task; only extra ready nodes get new tasks
-                    live = await self.run_node(plan, node_id, scope)
+                    live = await self.run_node(plan, node_id, scope, ticket)
                     ready = frontier.resolve(node_id, live)
                     if not ready:
                         return
+                    ticket = self._queued  # the checkpoints the ready nodes wait for, before they run
                     for other in ready[1:]:
-                        tg.start_soon(advance, other)
+                        tg.start_soon(advance, other, ticket)
                     node_id = ready[0]
 
             for node_id in frontier.initial():
-                tg.start_soon(advance, node_id)
+                tg.start_soon(advance, node_id, self._queued)
 
     async def body_result(self, body: Body, scope: Scope) -> Any:
         frontier = await self.run_level(body.nodes, body.edges, body.start, scope)
@@ -312,13 +363,14 @@ class RunExecution:
 
     # -- one node ----------------------------------------------------------------------------------
 
-    async def run_node(self, plan: Plan, node_id: str, scope: Scope) -> set[str]:
-        """Run (or replay) one node with retries; return the targets its outcome makes live."""
+    async def run_node(self, plan: Plan, node_id: str, scope: Scope, ticket: int) -> set[str]:
+        """Run (or replay) one node with retries; return the targets its outcome makes live. ``ticket``:
+        the checkpoints it waits for before calling out (see :meth:`durable`)."""
         node = plan.nodes[node_id]
         path = scope.prefix + node.id
         record = self.done.get(path)
         if record is None:
-            record = await self._attempts(node, path, scope)
+            record = await self._attempts(node, path, scope, ticket)
         return self._settle(plan, node, record, scope)
 
     def _settle(self, plan: Plan, node: AnyNode, record: NodeRecord, scope: Scope) -> set[str]:
@@ -333,7 +385,7 @@ class RunExecution:
             case_target = node.cases.get(record.output, node.default)
         return plan.live_targets(node.id, outcome="ok", case_target=case_target)
 
-    async def _attempts(self, node: AnyNode, path: str, scope: Scope) -> NodeRecord:
+    async def _attempts(self, node: AnyNode, path: str, scope: Scope, ticket: int) -> NodeRecord:
         defaults = scope.frame.spec.defaults
         policy = node.retry or defaults.retry
         timeout = node.timeout or defaults.timeout
@@ -343,9 +395,9 @@ class RunExecution:
             started = time.monotonic()
             try:
                 with anyio.fail_after(timeout) if timeout else nullcontext():
-                    output = leaf.jsonable(await self.execute_kind(node, path, attempt, scope))
+                    output = leaf.jsonable(await self.execute_kind(node, path, attempt, scope, ticket))
                 writes = self._writes(node, output, scope)
-            except (EndRun, NodeFailure):
+            except (EndRun, NodeFailure, CheckpointLost):
                 raise
             except Exception as exc:
                 error: Exception = exc
@@ -363,14 +415,14 @@ class RunExecution:
                     raise NodeFailure(path, error) from error
                 info = {"node": path, "type": type(error).__name__, "message": str(error)}
                 record = NodeRecord(self.run_id, path, "failed", attempt, output=info)
-                await self.checkpoint(record, NodeFailed, error=_describe(error), error_type=type(error).__name__,
-                                      handled=True)
+                self.checkpoint(record, NodeFailed, error=_describe(error), error_type=type(error).__name__,
+                                handled=True)
                 return record
             for key, value in writes:
                 apply_write(scope.frame.spec, scope.frame.state, key, value)
             record = NodeRecord(self.run_id, path, "completed", attempt, output=output,
                                 writes=[(scope.frame.prefix + key, value) for key, value in writes])
-            await self.checkpoint(record, NodeCompleted, output=output, duration=time.monotonic() - started)
+            self.checkpoint(record, NodeCompleted, output=output, duration=time.monotonic() - started)
             return record
 
     def _writes(self, node: AnyNode, output: Any, scope: Scope) -> list[tuple[str, Any]]:
@@ -382,14 +434,14 @@ class RunExecution:
         return [(key, leaf.jsonable(evaluate(expr, ns, node=node.id, field=f"writes.{key}")))
                 for key, expr in node.writes.items()]
 
-    async def execute_kind(self, node: AnyNode, path: str, attempt: int, scope: Scope) -> Any:
+    async def execute_kind(self, node: AnyNode, path: str, attempt: int, scope: Scope, ticket: int) -> Any:
         ns = scope.namespace()
         if isinstance(node, ToolNode | LLMNode | AgentNode) or (isinstance(node, SwitchNode) and node.prompt):
             def emit(cls: type[EventBase], **fields: Any) -> EventBase:
                 return self.emit(cls, node=path, attempt=attempt, **fields)
 
             call = leaf.NodeCall(self.run_id, path, attempt, scope.frame.spec.defaults, self.services.tools,
-                                 self.services.llm_for, emit)
+                                 self.services.llm_for, emit, functools.partial(self.durable, ticket))
             if isinstance(node, ToolNode):
                 return await leaf.run_tool(node, ns, call)
             if isinstance(node, LLMNode):
@@ -430,7 +482,7 @@ class RunExecution:
             results[name] = await self.body_result(body, scope.child(f"{path}.{name}."))
 
         with first_error():
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 for name, body in node.branches.items():
                     tg.start_soon(branch, name, body)
         return {name: results[name] for name in node.branches}
@@ -448,7 +500,7 @@ class RunExecution:
                                                                                index=index))
 
         with first_error():
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 for index, item in enumerate(items):
                     tg.start_soon(one, index, item)
         return results
@@ -493,6 +545,7 @@ class RunExecution:
         else:
             prompt = str(render(node.prompt, ns, node=node.id, field="prompt")) if node.prompt else ""
             info = {"node": path, "prompt": prompt, "schema": node.value_schema}
+            await self.durable()
             waiter = self.waiters[path] = anyio.Event()
             self.emit(RunInterrupted, node=path, prompt=prompt, value_schema=node.value_schema)
             await self.services.interrupted(self, path, info)

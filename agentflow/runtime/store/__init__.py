@@ -20,6 +20,7 @@ from agentflow.runtime.errors import (
 from agentflow.runtime.store.base import (
     FINISHED,
     NodeRecord,
+    PendingWrite,
     RunRecord,
     RunStatus,
     RunStore,
@@ -41,7 +42,7 @@ def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
 
 
 __all__ = [
-    "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "RunExistsError", "RunNotFoundError",
-    "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError", "StoreVersionError",
-    "open_store",
+    "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "PendingWrite", "RunExistsError",
+    "RunNotFoundError", "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError",
+    "StoreVersionError", "open_store",
 ]

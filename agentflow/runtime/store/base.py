@@ -25,6 +25,8 @@ Ordering and errors: ops commit in FIFO order, so an awaited call returning mean
 queued before it (``append_nowait`` included) is committed. An awaited op raises its own error; an
 ``append_nowait`` error is logged at once and raised by the next awaited call on the store (or
 ``flush``/``aclose``). Cancelling an awaited write does not withdraw it: it is queued and will commit.
+``append_soon`` queues like ``append_nowait`` but returns a ``PendingWrite`` to await later, with the
+op's own error.
 
 Errors (defined in ``agentflow.runtime.errors``, re-exported by this package): ``StoreError`` ← ``StoreClosedError``,
 ``StoreVersionError``, ``RunExistsError``, ``DuplicateEventError``; and ``RunNotFoundError``, the one class
@@ -228,6 +230,21 @@ class _Deferred:
         raise errors[0]
 
 
+class PendingWrite(abc.ABC):
+    """A queued write: ``done()`` once committed or failed; ``wait()`` returns after the commit or raises
+    the write's error (and, like every awaited store call, a pending ``append_nowait`` error)."""
+
+    @abc.abstractmethod
+    def done(self) -> bool: ...
+
+    @abc.abstractmethod
+    def error(self) -> BaseException | None:
+        """The write's own error once ``done()`` (None while in flight or when it committed)."""
+
+    @abc.abstractmethod
+    async def wait(self) -> None: ...
+
+
 class RunStore(abc.ABC):
     """Where runs, per-node checkpoints and event logs live. Async methods are called from an anyio
     event loop (asyncio or trio) and never block it; see the module docstring for the guarantees."""
@@ -248,6 +265,14 @@ class RunStore(abc.ABC):
                      run: dict[str, Any] | None = None) -> None:
         """Insert events and node records and optionally update run fields, in ONE atomic transaction;
         returns once it is committed."""
+
+    @abc.abstractmethod
+    def append_soon(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                    run: dict[str, Any] | None = None) -> PendingWrite:
+        """``append`` split in two: queue the write now (FIFO with every other write) and return a handle
+        whose ``wait()`` returns once it is committed, or raises its error. The runtime queues a node's
+        checkpoint this way and lets the successor prepare while the commit is in flight; the successor
+        waits for the handle before it calls anything outside the process."""
 
     @abc.abstractmethod
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),

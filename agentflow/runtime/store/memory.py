@@ -19,13 +19,14 @@ from agentflow.runtime.store.base import (
     FINISHED,
     UNFINISHED,
     NodeRecord,
+    PendingWrite,
     RunRecord,
     RunStore,
     _decode_cursor,
     _dumps,
     _encode_cursor,
     _loads,
-    _prepare,
+    _run_columns,
     _run_from_row,
     _run_row,
     _Write,
@@ -76,6 +77,26 @@ def _copy_node(node: NodeRecord) -> NodeRecord:
                       [(key, _json_copy(value)) for key, value in node.writes], node.seq)
 
 
+class _Applied(PendingWrite):
+    """A MemoryStore write is applied when it is queued: done at once, with its error if it failed."""
+
+    __slots__ = ("_error", "_store")
+
+    def __init__(self, store: MemoryStore, error: BaseException | None) -> None:
+        self._store, self._error = store, error
+
+    def done(self) -> bool:
+        return True
+
+    def error(self) -> BaseException | None:
+        return self._error
+
+    async def wait(self) -> None:
+        await self._store._settle()
+        if self._error is not None:
+            raise self._error
+
+
 class MemoryStore(RunStore):
     """The same semantics in process memory, for tests and the in-memory benchmark. Runs and node
     records are copied in and out as JSON data (what SQLite would give back), so callers never share
@@ -94,13 +115,12 @@ class MemoryStore(RunStore):
     @staticmethod
     def _prepare(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecord],
                  run: dict[str, Any] | None) -> _Write[Any]:
-        """Like SQLite's, but node records are copied as data instead of going through JSON text."""
-        write = _prepare(run_id, (), (), run, events)
-        for node in nodes:
-            if node.run_id != run_id:
-                raise ValueError(f"append({run_id!r}) got a record of run {node.run_id!r}")
-        write.nodes = [_copy_node(node) for node in nodes]
-        return write
+        """Like SQLite's, but events are kept as objects and node records are copied as data instead of
+        going through JSON text."""
+        for other in [event.run_id for event in events] + [node.run_id for node in nodes]:
+            if other != run_id:
+                raise ValueError(f"append({run_id!r}) got a record of run {other!r}")
+        return _Write(run_id, list(events), [_copy_node(node) for node in nodes], _run_columns(run) if run else {})
 
     def _check_open(self) -> None:
         if self._closed:
@@ -145,6 +165,15 @@ class MemoryStore(RunStore):
         self._check_open()
         self._apply(self._prepare(run_id, events, nodes, run))
         await self._settle()
+
+    def append_soon(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                    run: dict[str, Any] | None = None) -> PendingWrite:
+        self._check_open()
+        try:
+            self._apply(self._prepare(run_id, events, nodes, run))
+        except (StoreError, RunNotFoundError) as exc:
+            return _Applied(self, exc)
+        return _Applied(self, None)
 
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                       run: dict[str, Any] | None = None) -> None:

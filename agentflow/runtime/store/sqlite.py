@@ -36,6 +36,7 @@ from agentflow.runtime.store.base import (
     SCHEMA_VERSION,
     UNFINISHED,
     NodeRecord,
+    PendingWrite,
     RunRecord,
     RunStore,
     T,
@@ -113,17 +114,19 @@ def _init_database(path: Path) -> None:
         conn.close()
 
 
+_INSERT_EVENTS = "INSERT INTO events (run_id, seq, name, time, node, data) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_NODES = "INSERT INTO nodes (run_id, path, kind, attempt, output, writes) VALUES (?, ?, ?, ?, ?, ?)"
+
+
 def _sql_append(conn: sqlite3.Connection, write: _Write) -> None:
     if write.events:
         try:
-            conn.executemany("INSERT INTO events (run_id, seq, name, time, node, data) VALUES (?, ?, ?, ?, ?, ?)",
-                             write.events)
+            conn.executemany(_INSERT_EVENTS, write.events)
         except sqlite3.IntegrityError as exc:
             seqs = [row[1] for row in write.events]
             raise DuplicateEventError(f"run {write.run_id!r}: event seq already stored (seqs {seqs[:5]}...)") from exc
     if write.nodes:
-        conn.executemany("INSERT INTO nodes (run_id, path, kind, attempt, output, writes) VALUES (?, ?, ?, ?, ?, ?)",
-                         write.nodes)
+        conn.executemany(_INSERT_NODES, write.nodes)
     if write.run:
         # Column names come from _RunFields (validated), never from caller strings.
         sets = ", ".join(f"{name} = ?" for name in write.run)
@@ -172,16 +175,16 @@ def _loop_scheduler() -> Schedule:
 class _Waiter:
     """The awaiting side of one op: made on the loop thread, completed from the writer thread."""
 
-    __slots__ = ("_event", "_schedule", "error", "result")
+    __slots__ = ("_event", "_schedule", "failure", "result")
 
     def __init__(self) -> None:
         self._schedule = _loop_scheduler()
         self._event = anyio.Event()
         self.result: Any = None
-        self.error: BaseException | None = None
+        self.failure: BaseException | None = None
 
-    def deliver(self, result: Any, error: BaseException | None) -> None:  # writer thread
-        self.result, self.error = result, error
+    def deliver(self, result: Any, failure: BaseException | None) -> None:  # writer thread
+        self.result, self.failure = result, failure
         try:
             self._schedule(self._event.set)
         except RuntimeError:  # the loop is gone (closed, or the trio run ended): nobody is waiting
@@ -189,16 +192,44 @@ class _Waiter:
 
     async def wait(self) -> Any:
         await self._event.wait()
-        if self.error is not None:
-            raise self.error
+        if self.failure is not None:
+            raise self.failure
         return self.result
+
+
+class _Pending(_Waiter, PendingWrite):
+    """``append_soon``'s handle: a waiter that may be awaited later, by several tasks. Its op lingers like
+    an ``append_nowait`` one until somebody waits: the writer is woken when the loop is about to idle,
+    not while it still has work, when the writer would only queue for the GIL (a second thread wake-up,
+    about 50 µs on a small VM)."""
+
+    __slots__ = ("_deferred", "_writer")
+
+    def __init__(self, deferred: _Deferred, writer: _Writer) -> None:
+        super().__init__()
+        self._deferred = deferred
+        self._writer = writer
+
+    def done(self) -> bool:
+        return self._event.is_set()  # set on the loop thread, after the writer stored the outcome
+
+    def error(self) -> BaseException | None:
+        return self.failure if self._event.is_set() else None
+
+    async def wait(self) -> None:
+        if not self._event.is_set():
+            self._writer.urge()
+        await super().wait()
+        self._deferred.raise_if_any()
 
 
 @dataclass(slots=True)
 class _Op:
-    fn: SqlFn | None  # None: a barrier (flush)
+    fn: SqlFn | None  # None: a barrier (flush), or an append (``write``)
     waiter: _Waiter | None  # None: append_nowait or housekeeping
     background: bool = False  # housekeeping: errors are logged, not raised at anyone
+    urgent: bool = False  # somebody waits for it now: the writer is woken at once
+    write: _Write | None = None  # an append: rows only, which a batch may insert together with its neighbours
 
 
 LINGER_S = 0.02
@@ -218,23 +249,35 @@ class _Writer:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._urgent = 0  # queued ops somebody waits for (or the stop marker)
+        self._urged = False  # urge(): commit everything queued now
         self._linger_until: float | None = None  # when the oldest unawaited op must be written
         self._outstanding = 0  # ops queued but not yet committed and delivered
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"agentflow-store:{path.name}", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: SqlFn | None, waiter: _Waiter | None) -> None:
+    def submit(self, fn: SqlFn | None, waiter: _Waiter | None, *, urgent: bool = True,
+               write: _Write | None = None) -> None:
+        """Queue an op (``fn``, or an append's ``write``); it is urgent (the writer wakes now) when somebody
+        waits for it (``urgent``)."""
         with self._wake:
             if self._closed:
                 raise StoreClosedError("the run store is closed")
             self._outstanding += 1
-            self._ops.append(_Op(fn, waiter))
-            if waiter is not None:
+            urgent = urgent and waiter is not None
+            self._ops.append(_Op(fn, waiter, urgent=urgent, write=write))
+            if urgent:
                 self._urgent += 1
                 self._wake.notify()
             elif self._linger_until is None:
                 self._linger_until = time.monotonic() + LINGER_S  # no wake-up: the writer polls
+
+    def urge(self) -> None:
+        """Commit everything queued now (somebody started waiting for a lingering op)."""
+        with self._wake:
+            if self._ops and not self._urged:
+                self._urged = True
+                self._wake.notify()
 
     @property
     def idle(self) -> bool:
@@ -290,7 +333,7 @@ class _Writer:
         with self._wake:
             while True:
                 now = time.monotonic()
-                if self._urgent or (self._linger_until is not None and now >= self._linger_until):
+                if self._urgent or self._urged or (self._linger_until is not None and now >= self._linger_until):
                     break
                 if next_purge is not None and now >= next_purge:
                     return []
@@ -300,10 +343,11 @@ class _Writer:
             while self._ops and len(batch) < MAX_BATCH_OPS:
                 op = self._ops.popleft()
                 batch.append(op)
-                if op is None or op.waiter is not None:
+                if op is None or op.urgent:
                     self._urgent -= 1
                 if op is None:
                     break
+            self._urged = self._urged and bool(self._ops)
             self._linger_until = time.monotonic() + LINGER_S if self._ops and not self._urgent else None
             return batch
 
@@ -317,13 +361,13 @@ class _Writer:
         nothing fails); if an op fails, the batch is rolled back and replayed with each op in its
         own SAVEPOINT, so only the failing op is lost."""
         results: list[tuple[Any, BaseException | None]] = [(None, None)] * len(ops)
-        if any(op.fn is not None for op in ops):
+        if any(op.fn is not None or op.write is not None for op in ops):
             try:
                 if conn is None:
                     raise StoreError(f"{self._path}: the run store's write connection is not open") from error
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    results = [(op.fn(conn) if op.fn is not None else None, None) for op in ops]
+                    results = self._apply_merged(conn, ops)
                 except Exception:
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
@@ -343,12 +387,48 @@ class _Writer:
                 self._deferred.add(failure)
 
     @staticmethod
+    def _apply_merged(conn: sqlite3.Connection, ops: list[_Op]) -> list[tuple[Any, BaseException | None]]:
+        """The optimistic pass: the rows of consecutive appends go in with one statement per table (a
+        node's events and checkpoint are several ops; one ``executemany`` each costs about 5 µs). Any
+        error aborts the pass, and the batch is replayed op by op."""
+        results: list[tuple[Any, BaseException | None]] = []
+        events: list[Any] = []
+        nodes: list[Any] = []
+
+        def insert() -> None:
+            if events:
+                conn.executemany(_INSERT_EVENTS, events)
+                events.clear()
+            if nodes:
+                conn.executemany(_INSERT_NODES, nodes)
+                nodes.clear()
+
+        for op in ops:
+            if op.write is not None and not op.write.run:
+                events.extend(op.write.events)
+                nodes.extend(op.write.nodes)
+                results.append((None, None))
+                continue
+            insert()
+            if op.write is not None:
+                _sql_append(conn, op.write)
+                results.append((None, None))
+            else:
+                results.append((op.fn(conn) if op.fn is not None else None, None))
+        insert()
+        return results
+
+    @staticmethod
     def _apply(conn: sqlite3.Connection, op: _Op) -> tuple[Any, BaseException | None]:
-        if op.fn is None:
+        if op.fn is None and op.write is None:
             return None, None
         conn.execute("SAVEPOINT op")
+        result: Any = None
         try:
-            result = op.fn(conn)
+            if op.write is not None:
+                _sql_append(conn, op.write)
+            elif op.fn is not None:
+                result = op.fn(conn)
         except Exception as exc:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
@@ -462,13 +542,30 @@ class SQLiteStore(RunStore):
 
     async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                      run: dict[str, Any] | None = None) -> None:
-        write = _prepare(run_id, events, nodes, run)
-        await self._write(lambda conn: _sql_append(conn, write))
+        waiter = _Waiter()
+        self._writer.submit(None, waiter, write=_prepare(run_id, events, nodes, run))
+        await waiter.wait()
+        self._deferred.raise_if_any()
 
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                       run: dict[str, Any] | None = None) -> None:
+        if len(events) == 1 and not nodes and not run:  # the hot path: one event of a running node
+            event = events[0]
+            if event.run_id != run_id:
+                raise ValueError(f"append({run_id!r}) got a record of run {event.run_id!r}")
+            row = (run_id, event.seq, getattr(event, "event", type(event).__name__), event.time, event.node,
+                   event.model_dump_json())
+            write: _Write = _Write(run_id, [row], [], {})
+        else:
+            write = _prepare(run_id, events, nodes, run)
+        self._writer.submit(None, None, write=write)
+
+    def append_soon(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
+                    run: dict[str, Any] | None = None) -> PendingWrite:
         write = _prepare(run_id, events, nodes, run)
-        self._writer.submit(lambda conn: _sql_append(conn, write), None)
+        pending = _Pending(self._deferred, self._writer)
+        self._writer.submit(None, pending, urgent=False, write=write)
+        return pending
 
     async def flush(self) -> None:
         if self._writer.idle:  # nothing in flight: skip the round trip through the writer thread
