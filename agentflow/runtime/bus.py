@@ -31,7 +31,10 @@ class EventBus:
         send.close()
 
     def publish(self, event: EventBase) -> None:
-        for send in list(self._subscribers.get(event.run_id, ())):
+        subscribers = self._subscribers.get(event.run_id)
+        if not subscribers:
+            return
+        for send in list(subscribers):
             try:
                 send.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):

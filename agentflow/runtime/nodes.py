@@ -37,7 +37,7 @@ class NodeCall:
     emit: Callable[..., EventBase]
     """``emit(EventClass, **fields)``: publish and log an event of this run for this node."""
     durable: Callable[[], Awaitable[None]]
-    """Wait until the run's queued checkpoints are committed; awaited before calling a tool or an LLM."""
+    """Wait until the checkpoints this node depends on are committed; awaited before calling a tool or an LLM."""
 
     @property
     def session_id(self) -> str:
@@ -143,10 +143,13 @@ async def run_tool_call(tools: ToolRegistry, name: str, arguments: dict[str, Any
     """Call one tool with events around it; the result is made JSON-ready."""
     tool = tools.get(name)
     call.emit(ToolCall, tool=name, call_id=call_id, arguments=arguments)
-    started = time.monotonic()
-    ctx = ToolContext(run_id=call.run_id, node_id=call.path, attempt=call.attempt,
-                      call_id=call_id if call_id != call.path else "")
+
+    def ctx() -> ToolContext:
+        return ToolContext(run_id=call.run_id, node_id=call.path, attempt=call.attempt,
+                           call_id=call_id if call_id != call.path else "")
+
     await call.durable()
+    started = time.monotonic()
     try:
         result = jsonable(await tool.call(arguments, ctx))
     except Exception as exc:

@@ -132,6 +132,16 @@ class MemoryStore(RunStore):
 
     def _apply(self, write: _Write[EventBase]) -> None:
         """All checks before any change, so a failing write leaves nothing behind."""
+        if len(write.events) == 1 and not write.run:  # a checkpoint: one event, its node record
+            event = write.events[0]
+            log_ = self._events.get(write.run_id)
+            if log_ is None:
+                log_ = self._events[write.run_id] = _EventLog()
+            elif event.seq in log_.data:
+                raise DuplicateEventError(f"run {write.run_id!r}: event seq {event.seq} already stored")
+            log_.insert(event.seq, event)
+            self._add_nodes(write)
+            return
         if write.run and write.run_id not in self._runs:
             raise RunNotFoundError(f"run {write.run_id!r} not found")
         log_ = self._events.get(write.run_id)
@@ -142,13 +152,16 @@ class MemoryStore(RunStore):
             log_ = self._events.setdefault(write.run_id, _EventLog())
             for event in write.events:
                 log_.insert(event.seq, event)
+        self._add_nodes(write)
+        if write.run:
+            self._runs[write.run_id].update(write.run)
+
+    def _add_nodes(self, write: _Write[EventBase]) -> None:
         if write.nodes:
             rows = self._nodes.setdefault(write.run_id, [])
             for node in write.nodes:
                 node.seq = next(self._node_seq)
                 rows.append(node)
-        if write.run:
-            self._runs[write.run_id].update(write.run)
 
     async def create_run(self, run: RunRecord) -> None:
         self._check_open()
