@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import EngineConfig
-from engine.constrained.matcher import compile_constraint
+from engine.constrained.compiler import compile_constraint
 from engine.constrained.spec import ConstraintSpec
 from engine.demo import resolve_model_path
 from engine.errors import InvalidRequestError, RequestNotFoundError

@@ -14,14 +14,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.constrained.matcher import GrammarConstraint, compile_constraint, llg_tokenizer
+    from engine.constrained.compiler import compile_constraint, llg_tokenizer
+    from engine.constrained.matcher import GrammarConstraint
     from engine.constrained.spec import ConstraintSpec
 
 _EXPORTS = {
     "ConstraintSpec": "engine.constrained.spec",
     "GrammarConstraint": "engine.constrained.matcher",
-    "compile_constraint": "engine.constrained.matcher",
-    "llg_tokenizer": "engine.constrained.matcher",
+    "compile_constraint": "engine.constrained.compiler",
+    "llg_tokenizer": "engine.constrained.compiler",
 }
 
 __all__ = ["ConstraintSpec", "GrammarConstraint", "compile_constraint", "llg_tokenizer"]

@@ -1,7 +1,7 @@
 """``ConstraintSpec``: what a request's output must look like, declared as data.
 
 Exactly one of the four forms is set. The engine compiles the spec at submit time into a
-per-request matcher (``engine/constrained/matcher.py``); this module is plain data and imports
+per-request matcher (``engine/constrained/compiler.py``); this module is plain data and imports
 neither torch nor llguidance, so callers can build specs without loading the engine.
 """
 
