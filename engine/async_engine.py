@@ -1,10 +1,17 @@
 """``AsyncEngine``: the engine's step loop on a background thread, streamed to async callers.
 
-The event loop never waits on the engine. Tokenization runs in one worker thread; requests and
-aborts go to the engine thread through a command queue; after each step the engine thread hands
-every delta for one event loop to that loop in a single non-blocking ``call_soon_threadsafe``
-(asyncio) or ``run_sync_soon`` (trio), where it lands in the request's stream. Works under anyio
-with either backend.
+The event loop never waits on the engine. ``Engine.prepare`` (tokenize, validate, compile a
+constraint) runs on worker threads, in two lanes: requests without a ``ConstraintSpec`` in one
+thread (with dozens the event loop would queue for the GIL), requests with one in a small pool
+(``compile_threads``). Compiling a big JSON schema can take a second (llguidance releases the GIL
+meanwhile): it holds neither the engine thread, which keeps decoding the batch, nor the other
+submits, and its errors still reach the submitter from ``stream`` / ``generate``. Compiled grammars
+are cached (``engine/constrained/compiler.py``): a repeated schema costs a copy, not a compile.
+
+Requests and aborts go to the engine thread through a command queue; after each step the engine
+thread hands every delta for one event loop to that loop in a single non-blocking
+``call_soon_threadsafe`` (asyncio) or ``run_sync_soon`` (trio), where it lands in the request's
+stream. Works under anyio with either backend.
 
     engine = AsyncEngine("demo")
     async for delta in engine.stream(Request(prompt="Hi")):
@@ -24,6 +31,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from engine.constrained.spec import ConstraintSpec
 from engine.engine import Engine, EngineStats
 from engine.errors import EngineClosedError, RequestNotFoundError
 from engine.request import Delta, Output, Request
@@ -35,6 +43,8 @@ T = TypeVar("T")
 Schedule = Callable[[Callable[[], None]], object]
 IDLE_POLL_S = 0.005
 """How long the loop sleeps when it has queued work it cannot admit yet (memory full of pins)."""
+COMPILE_THREADS = 4
+"""Worker threads preparing requests that carry a ``ConstraintSpec`` (compiling releases the GIL)."""
 
 
 def _loop_scheduler() -> Schedule:
@@ -73,8 +83,12 @@ class _Stream:
 
 
 class AsyncEngine:
-    def __init__(self, model: str = "demo", *, engine: Engine | None = None, **options: Any) -> None:
-        """Same arguments as ``Engine``; or wrap an existing ``engine`` (its loop becomes ours)."""
+    def __init__(self, model: str = "demo", *, engine: Engine | None = None, compile_threads: int = COMPILE_THREADS,
+                 **options: Any) -> None:
+        """Same arguments as ``Engine``; or wrap an existing ``engine`` (its loop becomes ours).
+        ``compile_threads``: how many constrained requests may be prepared (compiled) at once."""
+        if not isinstance(compile_threads, int) or isinstance(compile_threads, bool) or compile_threads < 1:
+            raise ValueError(f"compile_threads must be a positive integer, got {compile_threads!r}")
         self.engine = engine if engine is not None else Engine(model, **options)
         self._commands: deque[tuple[str, Any, Any]] = deque()
         self._wake = threading.Event()
@@ -84,16 +98,19 @@ class AsyncEngine:
         self._stats = self.engine.stats()
         # One worker thread tokenizes: with dozens of them the event loop would queue for the GIL.
         self._tokenize_lane = anyio.CapacityLimiter(1)
+        # Constrained requests compile beside it, so a slow compile queues no one but its own lane.
+        self._compile_lane = anyio.CapacityLimiter(compile_threads)
         self._thread = threading.Thread(target=self._run, name="agentflow-engine", daemon=True)
         self._thread.start()
 
     @classmethod
-    async def create(cls, model: str = "demo", **options: Any) -> AsyncEngine:
+    async def create(cls, model: str = "demo", *, compile_threads: int = COMPILE_THREADS,
+                     **options: Any) -> AsyncEngine:
         """Build the engine (load weights, tokenizer) in a worker thread, so the event loop keeps
         running meanwhile. (Not perfectly: parsing tokenizer.json in Rust holds the GIL, ~0.2 s
         for Qwen's 5 MB file.)"""
         engine = await anyio.to_thread.run_sync(lambda: Engine(model, **options))
-        return cls(engine=engine)
+        return cls(engine=engine, compile_threads=compile_threads)
 
     # ---- async API ------------------------------------------------------------------------
 
@@ -101,7 +118,8 @@ class AsyncEngine:
         """Yield the request's deltas as they are generated; the last has ``finish_reason`` set.
         Leaving the loop early (break, cancellation) aborts the request."""
         self._check_open()
-        seq = await anyio.to_thread.run_sync(self.engine.prepare, request, limiter=self._tokenize_lane)
+        lane = self._compile_lane if isinstance(request.constraint, ConstraintSpec) else self._tokenize_lane
+        seq = await anyio.to_thread.run_sync(self.engine.prepare, request, limiter=lane)
         stream = _Stream(_loop_scheduler())
         self._submit("add", seq, stream)
         done = False
