@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import anyio
+import jsonschema
 import pytest
 
-from agentflow.llm import Constraint, LLMError, LLMRequest, LLMResult, LocalEngine, TextDelta, generate
+from agentflow.llm import (
+    Constraint,
+    LLMError,
+    LLMRequest,
+    LLMResult,
+    LocalEngine,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallReady,
+    ToolCallRequest,
+    generate,
+)
 from engine import AsyncEngine, Engine, InvalidRequestError
 from tests.helpers import assert_no_leaks
 
@@ -47,7 +60,7 @@ async def collect(llm: LocalEngine, request: LLMRequest) -> tuple[list[str], LLM
         if isinstance(item, TextDelta):
             assert not results, "a delta came after the result"
             deltas.append(item.text)
-        else:
+        elif isinstance(item, LLMResult):
             results.append(item)
     assert len(results) == 1
     return deltas, results[0]
@@ -81,7 +94,7 @@ async def test_raw_prompt_and_tools_in_the_template(llm: LocalEngine) -> None:
     plain = await generate(llm, chat("Weather in Paris?", max_tokens=4, seed=2))
     with_tools = await generate(llm, chat("Weather in Paris?", max_tokens=4, seed=2, tools=TOOLS))
     assert with_tools.prompt_tokens > plain.prompt_tokens + 50  # the tool block of the system prompt
-    assert with_tools.tool_calls == []  # token salad holds no <tool_call> block
+    assert with_tools.tool_calls == []  # 4 tokens are too few for a whole call
 
 
 @pytest.mark.anyio
@@ -227,3 +240,70 @@ def test_importing_agentflow_llm_needs_no_torch() -> None:
             "print('engine' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.stdout.strip() == "False", out.stderr
+
+
+BOUNDED_TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "additionalProperties": False, "required": ["city", "days"], "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Lyon", "Nantes"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7}}}}},
+    {"type": "function", "function": {
+        "name": "get_time", "description": "The time in a timezone",
+        "parameters": {"type": "object", "additionalProperties": False, "required": ["zone"], "properties": {
+            "zone": {"type": "string", "enum": ["UTC", "CET"]}}}}},
+]
+
+
+def _valid_call(call: ToolCallRequest) -> None:
+    tool = next(t["function"] for t in BOUNDED_TOOLS if t["function"]["name"] == call.name)
+    jsonschema.validate(call.arguments, tool["parameters"])
+
+
+@pytest.mark.anyio
+async def test_required_tool_calls_stream_name_first_then_arguments_and_validate(llm: LocalEngine) -> None:
+    items = [item async for item in llm.stream(chat("Weather in Paris for 3 days?", tools=BOUNDED_TOOLS,
+                                                    tool_choice="required", max_tokens=200, seed=5))]
+    result = items[-1]
+    assert isinstance(result, LLMResult) and result.finish_reason == "tool_calls", result
+    assert result.tool_calls and result.text == ""
+    for call in result.tool_calls:
+        _valid_call(call)
+    ready = [item for item in items if isinstance(item, ToolCallReady)]
+    assert [r.call for r in ready] == result.tool_calls
+    for index, call in enumerate(result.tool_calls):
+        pieces = [d for d in items if isinstance(d, ToolCallDelta) and d.index == index]
+        assert pieces[0].id == call.id and pieces[0].name == call.name  # name first, OpenAI-style
+        assert json.loads("".join(p.arguments for p in pieces)) == call.arguments
+        assert items.index(pieces[-1]) < items.index(ready[index])  # ready once its arguments are complete
+
+
+@pytest.mark.anyio
+async def test_a_named_tool_choice_gets_exactly_that_tool(llm: LocalEngine) -> None:
+    choice = {"type": "function", "function": {"name": "get_time"}}
+    for seed in (1, 2, 3):
+        result = await generate(llm, chat("What time is it?", tools=BOUNDED_TOOLS, tool_choice=choice,
+                                           max_tokens=100, seed=seed))
+        assert [c.name for c in result.tool_calls] == ["get_time"], result
+        _valid_call(result.tool_calls[0])
+
+
+@pytest.mark.anyio
+async def test_tool_choice_none_never_calls(llm: LocalEngine) -> None:
+    for seed in (1, 2):
+        result = await generate(llm, chat("Weather?", tools=BOUNDED_TOOLS, tool_choice="none", max_tokens=24,
+                                          seed=seed))
+        assert result.tool_calls == [] and "<tool_call>" not in result.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tool_choice": "required"}, "tool_choice needs tools"),
+    ({"tools": BOUNDED_TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "nope"),
+    ({"tools": BOUNDED_TOOLS, "constraint": Constraint(regex="[a-z]+")}, "cannot also carry"),
+])
+async def test_bad_tool_requests_are_refused_and_the_engine_keeps_serving(
+        llm: LocalEngine, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(LLMError, match=message):
+        await generate(llm, chat("hi", max_tokens=4, **kwargs))
+    assert (await generate(llm, chat("hi", max_tokens=3, seed=1))).completion_tokens > 0

@@ -19,13 +19,15 @@ from agentflow.llm.base import (
     LLMError,
     LLMRequest,
     LLMResult,
+    StreamItem,
     TextDelta,
+    ToolCallDelta,
+    ToolCallReady,
     ToolCallRequest,
     generate,
 )
 from agentflow.llm.local import LocalEngine
 from agentflow.llm.openai_compat import LLMStatusError, OpenAICompatible
-from agentflow.llm.toolcalls import parse_tool_calls
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _OPENAI_SPEC = re.compile(r"openai:(?P<model>[^@]*?)(?:@(?P<url>https?://.+))?")
@@ -73,9 +75,11 @@ __all__ = [
     "LLMStatusError",
     "LocalEngine",
     "OpenAICompatible",
+    "StreamItem",
     "TextDelta",
+    "ToolCallDelta",
+    "ToolCallReady",
     "ToolCallRequest",
     "generate",
-    "parse_tool_calls",
     "resolve_llm",
 ]

@@ -41,6 +41,9 @@ class LLMRequest:
     stop: list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     """Tools in OpenAI function format, for agent nodes."""
+    tool_choice: str | dict[str, Any] | None = None
+    """OpenAI's ``tool_choice``: ``"auto"`` (the default with tools), ``"required"``, ``"none"``, or
+    ``{"type": "function", "function": {"name": ...}}``."""
     constraint: Constraint | None = None
     session_id: str | None = None
     """``f"{run_id}:{node_id}"``: lets the local engine keep this conversation's KV pinned between turns."""
@@ -60,6 +63,31 @@ class ToolCallRequest:
     id: str
     name: str
     arguments: dict[str, Any]
+
+
+@dataclass
+class ToolCallDelta:
+    """A piece of a tool call being written, in OpenAI's streaming shape: the first piece of call
+    ``index`` carries its ``id`` and ``name``, later ones fragments of the arguments' JSON text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass
+class ToolCallReady:
+    """Tool call ``index`` is complete: its arguments are parsed and checked against the tool's
+    schema, while the model may still be writing (more calls, or the end of the turn). A caller can
+    start the tool now instead of waiting for the result."""
+
+    index: int
+    call: ToolCallRequest
+
+
+StreamItem = TextDelta | ToolCallDelta | ToolCallReady
+"""What a backend streams before its final ``LLMResult``."""
 
 
 @dataclass
@@ -84,8 +112,9 @@ class LLMError(AgentflowError):
 class LLM(Protocol):
     """A text-generation backend."""
 
-    def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResult]:
-        """Yield text deltas, then one final :class:`LLMResult`. Closing the iterator early aborts the call."""
+    def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem | LLMResult]:
+        """Yield text deltas (and, with tools, tool-call deltas and ready calls), then one final
+        :class:`LLMResult`. Closing the iterator early aborts the call."""
         ...
 
     async def aclose(self) -> None:
@@ -104,4 +133,5 @@ async def generate(llm: LLM, request: LLMRequest) -> LLMResult:
     return result
 
 
-__all__ = ["LLM", "Constraint", "LLMError", "LLMRequest", "LLMResult", "TextDelta", "ToolCallRequest", "generate"]
+__all__ = ["LLM", "Constraint", "LLMError", "LLMRequest", "LLMResult", "StreamItem", "TextDelta", "ToolCallDelta",
+           "ToolCallReady", "ToolCallRequest", "generate"]

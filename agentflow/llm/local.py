@@ -19,9 +19,12 @@ How an ``LLMRequest`` maps onto the engine:
   an agent's next turn prefills only what is new.
 - ``constraint`` becomes an ``engine.constrained.ConstraintSpec`` when that module is installed;
   without it the call runs unconstrained (the orchestrator validates outputs either way).
-- With ``tools``, the result's ``tool_calls`` are parsed from the text (``<tool_call>`` blocks,
-  see :mod:`agentflow.llm.toolcalls`); the result's ``text`` stays the raw text, and its
-  ``finish_reason`` is ``tool_calls`` when the model stopped after making calls.
+- With ``tools``, generation is constrained to the model's native tool-call format
+  (``engine.constrained.ToolCallSpec``: every call parses and its arguments match the tool's
+  schema; ``tool_choice`` is honoured). The stream yields ``TextDelta`` for the content only,
+  ``ToolCallDelta`` pieces (id and name first, then argument fragments) and a ``ToolCallReady``
+  the moment each call's arguments are complete, while the model goes on. The result's ``text`` is
+  the content before the calls, and its ``finish_reason`` is ``tool_calls`` when it made calls.
 """
 
 from __future__ import annotations
@@ -34,11 +37,21 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
-from agentflow.llm.base import Constraint, LLMError, LLMRequest, LLMResult, TextDelta
-from agentflow.llm.toolcalls import parse_tool_calls
+from agentflow.llm.base import (
+    Constraint,
+    LLMError,
+    LLMRequest,
+    LLMResult,
+    StreamItem,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallReady,
+    ToolCallRequest,
+)
 
 if TYPE_CHECKING:
     from engine.async_engine import AsyncEngine
+    from engine.constrained.toolcall import ToolCallStream, ToolStreamEvent
     from engine.engine import EngineStats
     from engine.request import Delta, Request
 
@@ -93,34 +106,46 @@ class LocalEngine:
                     raise LLMError(f"could not load the local model {self._model!r}: {e}") from e
             return self._engine
 
-    async def stream(self, request: LLMRequest) -> AsyncIterator[TextDelta | LLMResult]:
-        """Yield a ``TextDelta`` per engine step that produced text, then one ``LLMResult``.
-        Closing the iterator early (break, cancellation) aborts the engine request."""
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem | LLMResult]:
+        """Yield the content as a ``TextDelta`` per engine step, tool calls as ``ToolCallDelta`` and
+        ``ToolCallReady`` items, then one ``LLMResult``. Closing the iterator early (break,
+        cancellation) aborts the engine request."""
         from engine.errors import EngineError
 
         engine = await self.engine()
         try:
             engine_request = _to_engine_request(request)
-        except EngineError as e:  # SamplingParams validates at construction
+            calls = _call_stream(engine_request, engine)
+        except EngineError as e:  # SamplingParams and ToolCallSpec validate at construction
             raise LLMError(str(e)) from e
         # An async generator: closing it aborts the request (AsyncEngine.stream's own finally).
         deltas = cast("AsyncGenerator[Delta, None]", engine.stream(engine_request))
-        pieces: list[str] = []
+        content: list[str] = []
+        ready: list[ToolCallRequest] = []
         last = None
         try:
             async for delta in deltas:
                 last = delta
-                if delta.text:
-                    pieces.append(delta.text)
-                    yield TextDelta(delta.text)
+                if calls is None:
+                    if delta.text:
+                        content.append(delta.text)
+                        yield TextDelta(delta.text)
+                    continue
+                events = calls.feed(delta.text) if delta.text else []
+                if delta.finished:
+                    events += calls.finish(complete=delta.finish_reason == "stop")
+                for item in _stream_items(events, content, ready):
+                    yield item
         except EngineError as e:
             raise LLMError(str(e)) from e
         finally:
             await deltas.aclose()  # aborts the request unless it already finished
         if last is None:
             raise LLMError("the engine ended the stream without a final delta")
-        yield _result("".join(pieces), last.finish_reason, last.prompt_tokens, last.completion_tokens,
-                      last.cached_tokens, parse_calls=bool(request.tools))
+        finish_reason = "tool_calls" if ready and last.finish_reason == "stop" else last.finish_reason
+        yield LLMResult(text="".join(content), finish_reason=finish_reason, tool_calls=ready,
+                        prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
+                        cached_tokens=last.cached_tokens)
 
     async def stats(self) -> EngineStats | None:
         """The engine's counters (running, waiting, KV use, cache hits), or None before it is built."""
@@ -140,6 +165,11 @@ def _to_engine_request(request: LLMRequest) -> Request:
 
     if (request.messages is None) == (request.prompt is None):
         raise LLMError("give exactly one of messages and prompt")
+    if request.tool_choice is not None and not request.tools:
+        raise LLMError("tool_choice needs tools")
+    if request.tools and request.constraint is not None:
+        raise LLMError("a request with tools cannot also carry an output constraint (the tool-call format is the "
+                       "constraint)")
     options: dict[str, Any] = {
         "max_new_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
         "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
@@ -147,8 +177,50 @@ def _to_engine_request(request: LLMRequest) -> Request:
     }
     params = SamplingParams(**{k: v for k, v in options.items() if v is not None})
     messages = _template_messages(request.messages) if request.messages is not None else None
+    constraint = _tool_call_spec(request) if request.tools else _constraint_spec(request.constraint)
     return Request(prompt=request.prompt, messages=messages, tools=request.tools or None, params=params,
-                   session_id=request.session_id, constraint=_constraint_spec(request.constraint))
+                   session_id=request.session_id, constraint=constraint)
+
+
+def _tool_call_spec(request: LLMRequest) -> Any:
+    from engine.constrained.spec import ConstraintSpec, ToolCallSpec
+
+    return ConstraintSpec(tool_calls=ToolCallSpec(tools=list(request.tools or ()),
+                                                  tool_choice=request.tool_choice or "auto"))
+
+
+def _call_stream(engine_request: Request, engine: AsyncEngine) -> ToolCallStream | None:
+    """The parser that splits a tool-calling request's output into content and calls, or None."""
+    spec = getattr(engine_request.constraint, "tool_calls", None)
+    if spec is None:
+        return None
+    from engine.constrained.toolcall import ToolCallStream
+
+    tokenizer = engine.engine.tokenizer
+    template = getattr(tokenizer.hf, "chat_template", None) if tokenizer is not None else None
+    return ToolCallStream(spec, chat_template=template if isinstance(template, str) else None)
+
+
+def _stream_items(events: list[ToolStreamEvent], content: list[str],
+                  ready: list[ToolCallRequest]) -> list[StreamItem]:
+    """The LLM-protocol items for the tool-call parser's events; collects content and finished calls."""
+    from engine.constrained.toolcall import ContentDelta, ToolCallArgumentsDelta, ToolCallComplete, ToolCallStart
+
+    items: list[StreamItem] = []
+    for event in events:
+        if isinstance(event, ContentDelta):
+            if event.text:
+                content.append(event.text)
+                items.append(TextDelta(event.text))
+        elif isinstance(event, ToolCallStart):
+            items.append(ToolCallDelta(event.index, id=event.id, name=event.name))
+        elif isinstance(event, ToolCallArgumentsDelta):
+            items.append(ToolCallDelta(event.index, arguments=event.arguments))
+        elif isinstance(event, ToolCallComplete):
+            call = ToolCallRequest(event.call.id, event.call.name, event.call.arguments)
+            ready.append(call)
+            items.append(ToolCallReady(event.index, call))
+    return items
 
 
 def _template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -186,15 +258,6 @@ def _constraint_spec(constraint: Constraint | None) -> Any:
         return None
     choices = list(constraint.choices) if constraint.choices is not None else None
     return ConstraintSpec(json_schema=constraint.json_schema, regex=constraint.regex, choices=choices)
-
-
-def _result(text: str, finish_reason: str | None, prompt_tokens: int, completion_tokens: int,
-            cached_tokens: int, *, parse_calls: bool) -> LLMResult:
-    calls = parse_tool_calls(text)[1] if parse_calls else []
-    if calls and finish_reason == "stop":
-        finish_reason = "tool_calls"
-    return LLMResult(text=text, finish_reason=finish_reason, tool_calls=calls, prompt_tokens=prompt_tokens,
-                     completion_tokens=completion_tokens, cached_tokens=cached_tokens)
 
 
 __all__ = ["DEFAULT_MAX_TOKENS", "LocalEngine"]

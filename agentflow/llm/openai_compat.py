@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +41,13 @@ from typing import Any
 import httpx
 
 from agentflow.llm.base import LLMError, LLMRequest, LLMResult, TextDelta, ToolCallRequest
-from agentflow.llm.toolcalls import new_call_id
 
 log = logging.getLogger(__name__)
+
+
+def new_call_id() -> str:
+    """An id in OpenAI's shape (``call_`` + 24 hex digits), for a streamed call that came without one."""
+    return "call_" + uuid.uuid4().hex[:24]
 
 
 class LLMStatusError(LLMError):

@@ -85,8 +85,9 @@ async def _complete(llm: LLM, request: LLMRequest, call: NodeCall) -> LLMResult:
             if isinstance(item, TextDelta):
                 if item.text:
                     call.emit(LLMDelta, text=item.text)
-            else:
+            elif isinstance(item, LLMResult):
                 result = item
+            # ToolCallDelta / ToolCallReady: the calls arrive complete in the result as well
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
