@@ -149,9 +149,9 @@ class AsyncEngine:
             logprobs.extend(delta.logprobs or [])
             last = delta
         assert last is not None
-        return Output(last.request_id, tokens, "".join(text), last.finish_reason, last.stop_reason,
-                      last.prompt_tokens, last.cached_tokens,
-                      logprobs if request.params.logprobs else None)
+        output = Output(last.request_id, tokens, "".join(text), last.finish_reason, last.stop_reason,
+                        last.prompt_tokens, last.cached_tokens, logprobs if request.params.logprobs else None)
+        return self.engine.structured(output, request.constraint)
 
     async def abort(self, request_id: str) -> None:
         """Stop a request; its stream ends with a delta whose finish_reason is ``abort``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from engine.scheduler import SchedulerConfig
@@ -37,6 +38,14 @@ class EngineConfig:
     """Context limit in tokens; default the model's ``max_position_embeddings``."""
     seed: int = 0
     """Seed for requests that do not bring their own."""
+    fast_forward: bool = True
+    """Constrained decoding: when the grammar forces the next text (a JSON schema's keys, say),
+    append its tokens without sampling them and compute their K/V in one multi-token step. The
+    output is the same token for token; it takes fewer steps. Requests that ask for logprobs decode
+    forced tokens one by one regardless (fast-forward computes no logits at forced positions)."""
+    mask_threads: int | None = None
+    """Worker threads filling grammar masks while the forward pass runs; 0 fills them after the
+    forward, on the engine thread (no overlap). Default: half the CPU cores, from 1 to 4."""
 
     def __post_init__(self) -> None:
         self.scheduler_config()  # validates chunk_size, max_running, reserve_ratio, session_ttl
@@ -45,10 +54,18 @@ class EngineConfig:
         _positive("max_model_len", self.max_model_len, allow_none=True)
         if self.kv_memory_fraction is not None and not 0 < self.kv_memory_fraction <= 1:
             raise ValueError(f"kv_memory_fraction must be in (0, 1], got {self.kv_memory_fraction}")
+        _positive("mask_threads", self.mask_threads, allow_none=True, allow_zero=True)
+        if not isinstance(self.fast_forward, bool):
+            raise ValueError(f"fast_forward must be True or False, got {self.fast_forward!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a checkpoint path or 'demo', got {self.model!r}")
+
+    def resolved_mask_threads(self) -> int:
+        if self.mask_threads is not None:
+            return self.mask_threads
+        return min(4, max(1, (os.cpu_count() or 2) // 2))
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(chunk_size=self.chunk_size, max_running=self.max_running,

@@ -4,11 +4,24 @@ One request's path: ``add_request`` (tokenize, validate) → scheduler queue →
 match, KV budget) → prefill in chunks → decode steps in the continuous batch → sampling → text
 (incremental detokenization, stop strings) → ``Delta`` per step → ``Output`` at the end.
 
+Constrained requests add two things (``Engine.step`` lists the order of operations):
+
+- Mask fill overlapped with the forward pass: the grammar masks of a step's sampling rows are
+  filled on worker threads (``Sampler.begin_masks``) while ``ModelRunner.forward`` runs, and applied
+  when sampling (torch on CPU, a Triton kernel on CUDA).
+- Fast-forward: when the grammar forces the next text (a JSON schema's keys), its tokens are
+  appended right after the sampled token, as output tokens (they count toward ``max_new_tokens``,
+  stop strings and the streamed text exactly like sampled ones), and the next step computes their
+  K/V as one multi-token chunk (the scheduler's prefill path) and samples at its end. llguidance
+  forces only tokens its mask would allow alone, so the output is token for token the same as
+  without fast-forward, in fewer steps. ``EngineConfig.fast_forward`` turns it off.
+
 ``AsyncEngine`` (``engine/async_engine.py``) runs this loop on a background thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence as Seq
@@ -17,16 +30,16 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import EngineConfig
-from engine.constrained.compiler import compile_constraint
+from engine.constrained.compiler import compile_constraint, llg_tokenizer
 from engine.constrained.spec import ConstraintSpec
 from engine.demo import resolve_model_path
-from engine.errors import InvalidRequestError, RequestNotFoundError
+from engine.errors import EngineError, InvalidRequestError, RequestNotFoundError
 from engine.kv_cache import KVLayout, KVPool, SlotAllocator, size_kv_pool
 from engine.model.loader import load_model
 from engine.radix_cache import RadixCache
 from engine.request import Delta, Output, Request
 from engine.runner import ModelRunner
-from engine.sampling import Sampler, SamplingParams, SamplingRow, TokenConstraint
+from engine.sampling import ForcingConstraint, Sampler, SamplingParams, SamplingRow, TokenConstraint
 from engine.scheduler import Chunk, Scheduler
 from engine.sequence import Sequence, Status
 from engine.tokenizer import IncrementalDetokenizer, OutputText, Tokenizer
@@ -65,6 +78,9 @@ class EngineStats:
     retractions: int
     chunked_prefills: int
     steps: int
+    """Forward passes run."""
+    forced_tokens: int = 0
+    """Output tokens appended by fast-forward (included in ``generated_tokens``)."""
 
 
 class Engine:
@@ -82,6 +98,8 @@ class Engine:
         mcfg = self.model.config
         tok_path = resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path
         self.tokenizer = Tokenizer(tok_path) if Tokenizer.find(tok_path) else None
+        if self.tokenizer is not None:
+            _warm_constraints(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids if self.tokenizer else mcfg.eos_token_ids)
         self.max_model_len = min(cfg.max_model_len or mcfg.max_position, mcfg.max_position)
 
@@ -97,10 +115,16 @@ class Engine:
         self.scheduler = Scheduler(cfg.scheduler_config(), self.allocator, self.cache)
         self.runner = ModelRunner(self.model, self.kv, self.device)
         vocab_limit = self.tokenizer.vocab_size if self.tokenizer else None
-        self.sampler = Sampler(seed=cfg.seed, vocab_limit=vocab_limit)
+        self.logit_width = mcfg.vocab_size
+        """Logit rows of the model (grammar masks are this wide; may exceed the tokenizer's vocabulary)."""
+        self.sampler = Sampler(seed=cfg.seed, vocab_limit=vocab_limit, mask_threads=cfg.resolved_mask_threads(),
+                               pin_memory=self.device.type == "cuda")
         self._seqs: dict[str, Sequence] = {}
+        self._fresh: list[Sequence] = []
+        """Added since the last step and fast-forwarded: the grammar may force their first tokens."""
         self._steps = 0
         self._generated = 0
+        self._forced = 0
 
     # ---- requests -------------------------------------------------------------------------
 
@@ -127,7 +151,10 @@ class Engine:
         if isinstance(constraint, ConstraintSpec):  # compiled last: the costliest check
             constraint = compile_constraint(constraint, self._require_tokenizer("constraint"))
         seq = Sequence(request.request_id, prompt_ids, params, session_id=request.session_id,
-                       constraint=constraint, arrival=time.monotonic())
+                       constraint=constraint, arrival=time.monotonic(), spec=request.constraint)
+        # Fast-forward computes no logits at forced positions: requests that want logprobs decode them one by one.
+        seq.fast_forward = (self.config.fast_forward and not params.logprobs
+                            and isinstance(constraint, ForcingConstraint))
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, prompt_ids,
                                            skip_special_tokens=params.skip_special_tokens)
@@ -170,6 +197,8 @@ class Engine:
             raise InvalidRequestError(f"{seq.request_id!r} is already in flight", field="request_id")
         self._seqs[seq.request_id] = seq
         self.scheduler.add(seq)
+        if seq.fast_forward:
+            self._fresh.append(seq)
         return seq.request_id
 
     def abort(self, request_id: str) -> Delta:
@@ -179,7 +208,7 @@ class Engine:
             raise RequestNotFoundError(f"no request {request_id!r} in flight", field="request_id")
         self.scheduler.abort(seq)
         seq.finish_reason = "abort"
-        return self._delta(seq, [], None, final=True)
+        return self._delta(seq, final=True)
 
     def has_work(self) -> bool:
         return self.scheduler.has_work()
@@ -187,20 +216,42 @@ class Engine:
     # ---- the step -------------------------------------------------------------------------
 
     def step(self) -> list[Delta]:
-        """Schedule, run the model once, sample, and report what each request gained."""
+        """Run one step and report what each request gained. The order of operations:
+
+        1. Fast-forward requests added since the last step: text their grammar forces at the very
+           start joins their prompt's prefill (a request may even end here, without a forward).
+        2. Schedule: decode chunks (one token), prefill chunks, and multi-token chunks of a sampled
+           token followed by forced tokens; all of them compute K/V this step.
+        3. Start filling the grammar masks of the rows that sample, on the mask worker threads.
+        4. Run the forward pass; the masks fill meanwhile (both release the GIL).
+        5. Sample: wait for the masks, apply them, then penalties and the draw.
+        6. Per sampled token: append it, advance the grammar, detokenize, check EOS / stop strings /
+           ``max_new_tokens`` / grammar end; then append the tokens the grammar now forces, each
+           checked the same way (a stop inside them cuts there). They are computed next step.
+        7. A ``Delta`` per request that gained tokens or ended.
+        """
+        deltas = self._fast_forward_fresh() if self._fresh else []
         step = self.scheduler.schedule()
-        deltas = [self._end(seq, [], None) for seq in step.finished]
+        deltas += [self._end(seq) for seq in step.finished]
         if not step.chunks:
             return deltas
         self._steps += 1
-        logits = self.runner.forward(step.chunks)
         sampled = [c for c in step.chunks if c.sample]
+        rows = [self._sampling_row(c) for c in sampled]
+        masks = self.sampler.begin_masks(rows, self.logit_width)
+        try:
+            logits = self.runner.forward(step.chunks)
+        except BaseException:
+            if masks is not None:  # let the workers finish with the mask buffer before anyone reuses it
+                with contextlib.suppress(Exception):
+                    masks.wait()
+            raise
         if not sampled:  # every chunk was a partial prefill
             return deltas
-        result = self.sampler.sample(logits, [self._sampling_row(c) for c in sampled])
+        result = self.sampler.sample(logits, rows, masks)
         for i, (chunk, token) in enumerate(zip(sampled, result.token_ids, strict=True)):
             logprob = result.logprobs[i] if result.logprobs is not None else None
-            deltas.append(self._append_token(chunk.seq, token, logprob))
+            deltas.append(self._postprocess(chunk.seq, token, logprob))
         return deltas
 
     def _sampling_row(self, chunk: Chunk) -> SamplingRow:
@@ -208,12 +259,41 @@ class Engine:
         return SamplingRow(seq.params, seq.num_output, seq.prompt_ids,
                            seq.output_ids if seq.params.has_penalties else (), seq.constraint)
 
-    def _append_token(self, seq: Sequence, token: int, logprob: float | None) -> Delta:
+    def _postprocess(self, seq: Sequence, token: int, logprob: float | None) -> Delta:
+        """Take the sampled ``token``, then the tokens the grammar forces after it."""
+        if logprob is not None and seq.params.logprobs:
+            seq.logprobs.append(logprob)
+        done = self._push(seq, token) or (seq.fast_forward and self._fast_forward(seq))
+        if not done:
+            return self._delta(seq, final=False)
+        self.scheduler.finish(seq)
+        return self._end(seq)
+
+    def _fast_forward_fresh(self) -> list[Delta]:
+        """Forced text at the very start (``{"destination": "`` of a schema) is appended before the
+        request is admitted, so its prefill computes it with the prompt. Returns the requests it ended."""
+        fresh, self._fresh = self._fresh, []
+        ended = []
+        for seq in fresh:
+            if seq.status is Status.WAITING and seq.num_output == 0 and self._fast_forward(seq):
+                self.scheduler.finish(seq)  # it never ran: only leaves the queue
+                ended.append(self._end(seq))
+        return ended
+
+    def _fast_forward(self, seq: Sequence) -> bool:
+        """Append the tokens ``seq``'s grammar forces now. True when the request ends among them."""
+        for token in seq.constraint.forced_tokens():
+            self._forced += 1
+            if self._push(seq, token):
+                return True
+        return False
+
+    def _push(self, seq: Sequence, token: int) -> bool:
+        """Append one output token (sampled or forced), advance the grammar and the text, and
+        decide whether the request ends with it (sets ``finish_reason``). True when it does."""
         seq.token_ids.append(token)
         self._generated += 1
         params = seq.params
-        if logprob is not None and params.logprobs:
-            seq.logprobs.append(logprob)
         if seq.constraint is not None:
             seq.constraint.advance(token)
         if token in params.stop_token_ids:
@@ -228,19 +308,19 @@ class Engine:
                 seq.finish_reason = "stop"
             elif seq.num_output >= params.max_new_tokens or len(seq.token_ids) >= self.max_model_len:
                 seq.finish_reason = "length"
-        lp = [logprob] if logprob is not None and params.logprobs else None
-        if seq.finish_reason is None:
-            return self._delta(seq, [token], lp, final=False)
-        self.scheduler.finish(seq)
-        return self._end(seq, [token], lp)
+        return seq.finish_reason is not None
 
-    def _end(self, seq: Sequence, tokens: list[int], logprobs: list[float] | None) -> Delta:
+    def _end(self, seq: Sequence) -> Delta:
         self._seqs.pop(seq.request_id, None)
         if seq.detok is not None and seq.stop_reason is None:
             seq.detok.finish()
-        return self._delta(seq, tokens, logprobs, final=True)
+        return self._delta(seq, final=True)
 
-    def _delta(self, seq: Sequence, tokens: list[int], logprobs: list[float] | None, *, final: bool) -> Delta:
+    def _delta(self, seq: Sequence, *, final: bool) -> Delta:
+        """The output tokens (and text) not reported yet: the sampled token and those forced after it."""
+        start, seq.num_reported = seq.num_reported, seq.num_output
+        tokens = seq.token_ids[seq.num_prompt + start:]
+        logprobs = seq.logprobs[start:] if seq.params.logprobs and tokens else None
         text = seq.detok.release(final=final) if seq.detok is not None else ""
         return Delta(seq.request_id, tokens, text, logprobs,
                      finish_reason=seq.finish_reason if final else None, stop_reason=seq.stop_reason,
@@ -271,11 +351,31 @@ class Engine:
             self.step()
         return [self.output(s) for s in seqs]
 
-    @staticmethod
-    def output(seq: Sequence) -> Output:
-        return Output(seq.request_id, seq.output_ids, seq.detok.text if seq.detok is not None else "",
-                      seq.finish_reason, seq.stop_reason, seq.num_prompt, max(seq.cached_tokens, 0),
-                      list(seq.logprobs) if seq.params.logprobs else None)
+    def output(self, seq: Sequence) -> Output:
+        """The finished ``seq`` as an ``Output``, with its structured result (see ``structured``)."""
+        text = seq.detok.text if seq.detok is not None else ""
+        return self.structured(Output(seq.request_id, seq.output_ids, text, seq.finish_reason, seq.stop_reason,
+                                      seq.num_prompt, max(seq.cached_tokens, 0),
+                                      list(seq.logprobs) if seq.params.logprobs else None), seq.spec)
+
+    def structured(self, output: Output, spec: object) -> Output:
+        """Fill ``output``'s ``json`` or ``content`` and ``tool_calls`` when ``spec`` (the request's
+        ``constraint``) is a JSON schema or tool calls; parsed and checked with jsonschema once more,
+        ``ConstraintViolationError`` if that fails (an engine bug). Thread-safe."""
+        if not isinstance(spec, ConstraintSpec) or (spec.json_schema is None and spec.tool_calls is None):
+            return output
+        from engine.constrained.result import structure
+        from engine.constrained.toolcall import tool_call_text
+
+        tok = self._require_tokenizer("constraint")
+        template = getattr(tok.hf, "chat_template", None)
+        # Tool-call tags may be special tokens, which the text skips: decode with them kept.
+        text = tool_call_text(tok, output.token_ids) if spec.tool_calls is not None else output.text
+        result = structure(spec, text, output.finish_reason, output.stop_reason,
+                           chat_template=template if isinstance(template, str) else None)
+        output.content, output.tool_calls = result.content, result.tool_calls
+        output.json = result.json
+        return output
 
     def score(self, token_ids: list[int]) -> torch.Tensor:
         """float32 logits [len(token_ids), vocab] for every position, computed in one pass on
@@ -314,7 +414,7 @@ class Engine:
             pinned_tokens=cache.pinned_size if cache else 0,
             cached_hit_tokens=s.stats.cached_hit_tokens, prompt_tokens=s.stats.prompt_tokens,
             generated_tokens=self._generated, retractions=s.stats.retractions,
-            chunked_prefills=s.stats.chunked_prefills, steps=self._steps,
+            chunked_prefills=s.stats.chunked_prefills, steps=self._steps, forced_tokens=self._forced,
         )
 
     def sequence(self, request_id: str) -> Sequence:
@@ -325,3 +425,13 @@ class Engine:
 
     def in_flight(self) -> list[str]:
         return [rid for rid, s in self._seqs.items() if s.status is not Status.FINISHED]
+
+
+def _warm_constraints(tokenizer: Tokenizer) -> None:
+    """Build llguidance's view of the vocabulary while the engine loads, not on the first
+    constrained request: about a second for Qwen2.5, holding the GIL, which would stall the running
+    batch and every other thread then. Built once per tokenizer per process."""
+    try:
+        llg_tokenizer(tokenizer)
+    except EngineError as e:  # a slow (Python) tokenizer: constrained requests will say so themselves
+        log.debug("constrained decoding unavailable: %s", e)

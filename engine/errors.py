@@ -8,6 +8,7 @@ where it concerns one input, the ``field`` it concerns. The hierarchy::
     │   └── UnsupportedArchitectureError   config.json names a model family we do not implement
     ├── InvalidRequestError (ValueError)   a request or its parameters are wrong; nothing was queued
     ├── RequestNotFoundError (KeyError)    abort / lookup of an id the engine does not know
+    ├── ConstraintViolationError           a constrained output fails its schema: an engine bug, never input's fault
     └── EngineClosedError                  the engine was shut down (or its step loop died)
 """
 
@@ -60,3 +61,11 @@ class EngineClosedError(EngineError):
     """The engine has been closed, or its background loop stopped after an internal error."""
 
     code = "engine_closed"
+
+
+class ConstraintViolationError(EngineError):
+    """A finished constrained output does not parse or validate (jsonschema) although the grammar
+    accepted it. That is a bug in the engine or llguidance, never the caller's fault: it is raised,
+    and logged, instead of handing on output that breaks its schema."""
+
+    code = "constraint_violation"

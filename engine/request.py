@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from engine.constrained.toolcall import ToolCallResult
 
 
 def new_request_id() -> str:
@@ -67,3 +70,11 @@ class Output:
     cached_tokens: int = 0
     """Prompt tokens whose K/V came from the prefix cache."""
     logprobs: list[float] | None = None
+    content: str | None = None
+    """Tool-call requests (``ConstraintSpec(tool_calls=...)``): the text before the calls."""
+    tool_calls: list[ToolCallResult] | None = None
+    """Tool-call requests: each call's ``id``, ``name`` and ``arguments`` (a dict, validated against
+    the tool's schema); empty when the model made none, None for other requests."""
+    json: Any = None
+    """JSON-schema requests that ended where the grammar allows: the value, parsed and validated
+    once more with jsonschema (``ConstraintViolationError`` if that fails: an engine bug)."""

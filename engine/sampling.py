@@ -14,11 +14,22 @@ entry: drawing 152k exponentials took a third of a CPU decode step.)
 
 Logprobs are those of the raw model distribution (``log_softmax`` of the logits before any
 penalty, temperature or truncation), for the chosen token.
+
+Grammar masks are filled before the logits exist: ``begin_masks`` (called by the engine before the
+forward pass) hands the constrained rows to ``BitmaskFiller``'s worker threads, which write one
+int32 row of ``ceil(logit rows / 32)`` words per constrained row into a reusable buffer;
+``sample(..., masks)`` waits for them and applies them, with the Triton kernel of
+``engine/constrained/bitmask.py`` on CUDA and ``apply_token_bitmask_`` (torch) elsewhere.
+Unconstrained rows get no mask row and are not touched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -26,8 +37,10 @@ import torch
 
 from engine.sampling_params import SamplingParams
 
-__all__ = ["SampleResult", "Sampler", "SamplingParams", "SamplingRow", "TokenConstraint",
-           "apply_token_bitmask_", "bitmask_words"]
+__all__ = ["BitmaskFiller", "ForcingConstraint", "PendingMasks", "SampleResult", "Sampler", "SamplingParams",
+           "SamplingRow", "TokenConstraint", "apply_token_bitmask_", "bitmask_words"]
+
+log = logging.getLogger(__name__)
 
 _MASK_64 = (1 << 64) - 1
 
@@ -36,19 +49,34 @@ _MASK_64 = (1 << 64) - 1
 class TokenConstraint(Protocol):
     """The hook for constrained decoding: a per-request matcher that says which tokens may come next.
 
-    The engine calls ``fill_bitmask`` before sampling the request's next token, then ``advance``
-    with the token it sampled. Bit ``j`` of word ``w`` set means token ``32 * w + j`` is allowed
-    (the layout llguidance and XGrammar use). ``is_terminated`` true ends the request.
+    The engine calls ``fill_bitmask`` before sampling the request's next token (on a worker thread,
+    while the forward pass runs; never for two steps of one request at once), then ``advance`` with
+    the token it sampled, on the engine thread. Bit ``j`` of word ``w`` set means token ``32 * w + j``
+    is allowed (the layout llguidance and XGrammar use). ``is_terminated`` true ends the request.
+
+    Optional: ``forced_tokens() -> list[int]`` (see ``ForcingConstraint``) lets the engine
+    fast-forward text the constraint forces. Constraints without it decode token by token.
     """
 
     def fill_bitmask(self, bitmask: torch.Tensor) -> None:
-        """Fill one int32 row of ``ceil(vocab / 32)`` words."""
+        """Fill one int32 row of ``ceil(vocab / 32)`` words (it arrives with every bit set)."""
 
     def advance(self, token_id: int) -> None:
         """Consume the sampled token."""
 
     def is_terminated(self) -> bool:
         """True when the constraint admits no further tokens."""
+
+
+@runtime_checkable
+class ForcingConstraint(TokenConstraint, Protocol):
+    """A ``TokenConstraint`` that can also name the tokens it forces next (fast-forward)."""
+
+    def forced_tokens(self) -> list[int]:
+        """The tokens that must come next whatever the model says, in order, without consuming
+        them: at each of them the mask would allow that token alone. Empty when the next token is
+        a real choice. The engine appends them, calls ``advance`` for each, and computes their
+        K/V in one multi-token step."""
 
 
 @dataclass
@@ -69,38 +97,188 @@ class SampleResult:
     logprobs: list[float] | None = field(default=None)
 
 
-def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """Set to -inf, in place, every logit whose bit is clear. logits [B, V], bitmask int32 [B, W]."""
+def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor, indices: torch.Tensor | None = None) -> None:
+    """Set to -inf, in place, every logit whose bit is clear (torch; any device, used on CPU).
+
+    logits [R, V]; bitmask int32 [B, W]; ``indices`` [B] names the logits row of each mask row
+    (without it B == R). Columns past ``32 * W`` count as disallowed.
+    """
+    if indices is not None:
+        rows = logits.index_select(0, indices)  # [B, V]
+        apply_token_bitmask_(rows, bitmask)
+        logits.index_copy_(0, indices, rows)
+        return
+    vocab, covered = logits.shape[-1], 32 * bitmask.shape[-1]
+    if covered < vocab:
+        logits[:, covered:] = float("-inf")
+        logits = logits[:, :covered]
+    if logits.dtype == torch.float32 and sys.byteorder == "little" and logits.stride(-1) == 1:
+        _mask_float32_by_bytes(logits, bitmask)
+    else:
+        allowed = _unpack_bits(bitmask)[:, :vocab]  # [B, V] bool
+        logits.masked_fill_(allowed.logical_not(), float("-inf"))
+
+
+_ROWS_PER_PASS = 2
+"""Rows masked per pass of ``_mask_float32_by_bytes``: its two [rows, V] int32 patterns stay in cache."""
+_byte_patterns: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mask_float32_by_bytes(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """float32 logits as int32 bits: ``bits = (bits & keep) | fill`` with ``keep`` all ones where
+    allowed, 0 where not, and ``fill`` the bits of -inf where not. Both patterns come from 256-entry
+    tables looked up by mask byte (little-endian: byte k of word w holds tokens 32 w + 8 k ... + 7).
+    Exact, like ``masked_fill``, and about 4x faster than it on CPU (masked_fill is not vectorized)."""
+    keep_table, fill_table = _patterns(logits.device)  # int32 [256, 8] each
     vocab = logits.shape[-1]
-    shifts = torch.arange(32, device=bitmask.device, dtype=torch.int32)
-    bits = (bitmask.unsqueeze(-1) >> shifts) & 1  # [B, W, 32]
-    allowed = bits.flatten(1)[:, :vocab].bool()  # [B, V]; W * 32 >= V
-    logits.masked_fill_(~allowed, float("-inf"))
+    as_bits = logits.view(torch.int32)  # [R, V]
+    for start in range(0, logits.shape[0], _ROWS_PER_PASS):
+        words = bitmask[start:start + _ROWS_PER_PASS]
+        index = words.contiguous().view(torch.uint8).flatten().to(torch.int32)  # [n * 4 W]
+        n = words.shape[0]
+        keep = keep_table.index_select(0, index).view(n, -1)[:, :vocab]  # [n, V]
+        fill = fill_table.index_select(0, index).view(n, -1)[:, :vocab]
+        as_bits[start:start + n].bitwise_and_(keep).bitwise_or_(fill)
+
+
+def _patterns(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if device not in _byte_patterns:
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1  # [256, 8]: bit j of byte b
+        neg_inf_bits = int(torch.tensor(float("-inf")).view(torch.int32))
+        keep = torch.where(bits == 1, -1, 0).to(torch.int32)
+        fill = torch.where(bits == 1, 0, neg_inf_bits).to(torch.int32)
+        _byte_patterns[device] = (keep.to(device), fill.to(device))
+    return _byte_patterns[device]
+
+
+def _unpack_bits(bitmask: torch.Tensor) -> torch.Tensor:
+    """int32 [B, W] → bool [B, 32 W], entry ``32 w + j`` = bit ``j`` of word ``w``."""
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    return ((bitmask.unsqueeze(-1) >> shifts) & 1).flatten(1).bool()
 
 
 def bitmask_words(vocab: int) -> int:
     return (vocab + 31) // 32
 
 
+@dataclass
+class PendingMasks:
+    """Grammar masks of one step, being filled (or to be filled) on the CPU.
+
+    ``bitmask[k]`` is the mask of batch row ``rows[k]``: only constrained rows have one."""
+
+    bitmask: torch.Tensor
+    """int32 [C, W], a view of the filler's reusable (pinned on CUDA) buffer."""
+    rows: list[int]
+    constraints: list[TokenConstraint]
+    futures: list[Future[None]] = field(default_factory=list)
+    """One per worker group; empty when the masks are filled in ``wait`` (no overlap)."""
+
+    def wait(self) -> torch.Tensor:
+        """Block until every mask is filled (re-raising a constraint's error); returns ``bitmask``."""
+        if self.futures:
+            futures, self.futures = self.futures, []
+            wait_all(futures)  # every worker is done with the buffer, even if one of them failed
+            for future in futures:
+                future.result()
+        elif self.constraints:
+            _fill_rows(self.bitmask, range(len(self.rows)), self.constraints)
+        self.constraints = []
+        return self.bitmask
+
+
+def _fill_rows(bitmask: torch.Tensor, group: range, constraints: Sequence[TokenConstraint]) -> None:
+    for k in group:
+        row = bitmask[k]
+        row.fill_(-1)  # all allowed: a constraint may set only the words it cares about
+        constraints[k].fill_bitmask(row)
+
+
+class BitmaskFiller:
+    """Fills the grammar masks of a step on a small persistent pool of worker threads, so that
+    they are ready when the forward pass ends.
+
+    llguidance computes a mask in Rust with the GIL released (``unsafe_compute_mask_ptr``), and
+    the forward pass spends its time in torch kernels that release the GIL too, so the two really
+    run side by side. Rows are split into ``threads`` contiguous groups, one task each. The int32
+    buffer is allocated once and grown when a step has more constrained rows than ever before;
+    it is pinned when masks go to a GPU, so the host-to-device copy can be asynchronous.
+    """
+
+    def __init__(self, threads: int, *, pin_memory: bool = False) -> None:
+        self.threads = threads
+        self._pin = pin_memory
+        self._buffer = torch.empty((0, 0), dtype=torch.int32)
+        self._pool: ThreadPoolExecutor | None = None
+        self.copy_done: torch.cuda.Event | None = None
+        """Set by the sampler after an asynchronous copy out of the buffer; the next fill waits on it."""
+
+    def start(self, rows: list[int], constraints: list[TokenConstraint], vocab: int) -> PendingMasks:
+        """Begin filling masks for batch rows ``rows`` (logit width ``vocab``); returns at once."""
+        bitmask = self._rows(len(rows), bitmask_words(vocab))
+        pending = PendingMasks(bitmask, rows, list(constraints))
+        if self.threads > 0:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="engine-mask-fill")
+            groups = _split(len(rows), self.threads)
+            pending.futures = [self._pool.submit(_fill_rows, bitmask, g, pending.constraints) for g in groups]
+        return pending
+
+    def _rows(self, n: int, words: int) -> torch.Tensor:
+        if self.copy_done is not None:
+            self.copy_done.synchronize()  # the last step's host-to-device copy has read the buffer
+            self.copy_done = None
+        if self._buffer.shape[0] < n or self._buffer.shape[1] != words:
+            capacity = max(n, 2 * self._buffer.shape[0]) if self._buffer.shape[1] == words else n
+            self._buffer = torch.empty((capacity, words), dtype=torch.int32, pin_memory=self._pin)  # [C, W]
+        return self._buffer[:n]
+
+
+def _split(n: int, parts: int) -> list[range]:
+    """``range(n)`` in at most ``parts`` contiguous, nearly equal, non-empty groups."""
+    parts = min(parts, n)
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
 class Sampler:
     """Samples one token per row. ``vocab_limit`` masks logit rows past the tokenizer's vocabulary
-    (checkpoints pad the embedding; those ids decode to nothing)."""
+    (checkpoints pad the embedding; those ids decode to nothing). ``mask_threads``: workers that
+    fill grammar masks during the forward pass (0: fill them in ``sample``, after it).
+    ``pin_memory``: the mask buffer goes to a GPU (pin it for asynchronous copies)."""
 
-    def __init__(self, *, seed: int = 0, vocab_limit: int | None = None) -> None:
+    def __init__(self, *, seed: int = 0, vocab_limit: int | None = None, mask_threads: int = 0,
+                 pin_memory: bool = False) -> None:
         self.vocab_limit = vocab_limit
         self._generator_seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        self.masks = BitmaskFiller(mask_threads, pin_memory=pin_memory)
+        self._triton_failed = False
+
+    def begin_masks(self, rows: Sequence[SamplingRow], vocab: int) -> PendingMasks | None:
+        """Start filling the masks of ``rows``' constrained rows for logits ``vocab`` wide; call it
+        before the forward pass and hand the result to ``sample``. None when no row is constrained."""
+        constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
+        if not constrained:
+            return None
+        constraints = [rows[i].constraint for i in constrained]
+        return self.masks.start(constrained, constraints, vocab)  # type: ignore[arg-type]
 
     @torch.inference_mode()
-    def sample(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> SampleResult:
-        """logits: float32 [B, V], one row per entry of ``rows`` (modified in place)."""
+    def sample(self, logits: torch.Tensor, rows: Sequence[SamplingRow],
+               masks: PendingMasks | None = None) -> SampleResult:
+        """logits: float32 [B, V], one row per entry of ``rows`` (modified in place). ``masks``:
+        from ``begin_masks`` on the same rows; without it constrained rows are filled here."""
         logits = logits.float()
         raw_logprobs = None
         if any(r.params.logprobs for r in rows):
             raw_logprobs = torch.log_softmax(logits, dim=-1)
         if self.vocab_limit is not None and self.vocab_limit < logits.shape[-1]:
             logits[:, self.vocab_limit:] = float("-inf")
-        self._apply_constraints(logits, rows)
+        if masks is None:
+            masks = self.begin_masks(rows, logits.shape[-1])
+        if masks is not None:
+            self._apply_masks(logits, masks)
         self._apply_penalties(logits, rows)
         token_ids = self._choose(logits, rows)
         logprobs = None
@@ -109,15 +287,35 @@ class Sampler:
             logprobs = raw_logprobs.gather(1, index).squeeze(1).tolist()
         return SampleResult(token_ids, logprobs)
 
-    def _apply_constraints(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> None:
-        constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
-        if not constrained:
+    def _apply_masks(self, logits: torch.Tensor, masks: PendingMasks) -> None:
+        """Wait for the masks, then -inf what they forbid: Triton on CUDA, torch elsewhere."""
+        bitmask = masks.wait()
+        if bitmask.shape[1] != bitmask_words(logits.shape[-1]):
+            raise ValueError(f"masks of {bitmask.shape[1]} words for logits {logits.shape[-1]} wide")
+        device = logits.device
+        everything = len(masks.rows) == logits.shape[0]  # rows are ascending: all rows, in order
+        if device.type == "cpu":
+            indices = None if everything else torch.tensor(masks.rows, dtype=torch.long)
+            apply_token_bitmask_(logits, bitmask, indices)
             return
-        words = bitmask_words(logits.shape[-1])
-        bitmask = torch.full((len(rows), words), -1, dtype=torch.int32)  # all allowed
-        for i in constrained:
-            rows[i].constraint.fill_bitmask(bitmask[i])  # type: ignore[union-attr]
-        apply_token_bitmask_(logits, bitmask.to(logits.device))
+        bitmask = bitmask.to(device, non_blocking=True)
+        if device.type == "cuda" and bitmask.is_pinned():
+            self.masks.copy_done = torch.cuda.Event()
+            self.masks.copy_done.record()
+        indices = None if everything else torch.tensor(masks.rows, dtype=torch.long, device=device)
+        apply = self._gpu_kernel() if device.type == "cuda" else None
+        (apply or apply_token_bitmask_)(logits, bitmask, indices)
+
+    def _gpu_kernel(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None] | None:
+        if self._triton_failed:
+            return None
+        try:
+            from engine.constrained.bitmask import apply_token_bitmask_triton_
+        except ImportError as e:  # triton is the ``gpu`` extra
+            self._triton_failed = True
+            log.warning("Triton is not importable (%s): applying grammar masks with torch on the GPU", e)
+            return None
+        return apply_token_bitmask_triton_
 
     def _apply_penalties(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> None:
         vocab = logits.shape[-1]

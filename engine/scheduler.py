@@ -2,14 +2,17 @@
 
 A step is a list of *chunks*: a run of a sequence's tokens whose K/V is computed this step. A
 decode is a chunk of one token; a prefill is a chunk of up to ``chunk_size`` prompt tokens. When a
-chunk reaches the end of the sequence's tokens the step samples its next token. ``schedule()``
-builds one step in three phases:
+chunk reaches the end of the sequence's tokens the step samples its next token. A sequence whose
+grammar forced tokens after its last sampled one (fast-forward) has several uncomputed tokens: it
+takes the prefill path, so they run as one chunk (within the chunk budget) that samples at its end.
+``schedule()`` builds one step in three phases:
 
 1. **Decode** every running sequence past its prefill (one slot each). If the pool cannot hold
    them even after evicting cached prefixes, *retract* the newest running sequences: their
    computed K/V goes into the radix cache (evictable), they return to the front of the queue with
    their output so far, and later re-admission recomputes only what the cache lost.
-2. **Continue prefills** of admitted sequences, oldest first, within the chunk budget.
+2. **Continue prefills** of admitted sequences, oldest first, within the chunk budget (forced
+   tokens included).
 3. **Admit** waiting sequences in arrival order while budget, ``max_running`` and memory allow.
    Admission matches the longest cached prefix, locks it, and requires that every admitted
    sequence's remaining tokens plus a reserve for its future output (``reserve_ratio`` of its
@@ -123,9 +126,13 @@ class Scheduler:
         seq.status = Status.FINISHED
 
     def finish(self, seq: Sequence) -> None:
-        """The engine decided ``seq`` is done: hand its K/V to the cache (pinned for sessions)."""
-        self.running.remove(seq)
-        self._release(seq, pin=True)
+        """The engine decided ``seq`` is done: hand its K/V to the cache (pinned for sessions). A
+        waiting sequence (ended by the tokens its grammar forced before it ran) just leaves the queue."""
+        if seq.status is Status.WAITING:
+            self.waiting.remove(seq)
+        else:
+            self.running.remove(seq)
+            self._release(seq, pin=True)
         seq.status = Status.FINISHED
 
     # ---- sessions -------------------------------------------------------------------------
@@ -177,10 +184,12 @@ class Scheduler:
         seq.slots.extend(self.allocator.alloc(n))
         seq.num_computed += n
         sample = seq.num_computed == len(seq.token_ids)
-        if seq.num_output == 0 and seq.num_retractions == 0:
+        if not seq.prefilled and seq.num_retractions == 0:
             seq.num_chunks += 1
-            if sample and seq.num_chunks > 1:
-                self.stats.chunked_prefills += 1
+            if sample:
+                seq.prefilled = True
+                if seq.num_chunks > 1:
+                    self.stats.chunked_prefills += 1
         step.chunks.append(Chunk(seq, start, n, sample))
         return n
 
@@ -207,9 +216,9 @@ class Scheduler:
         seq.num_computed = seq.num_tree = len(match_slots)
         seq.status = Status.RUNNING
         self.running.append(seq)
-        if seq.cached_tokens < 0:
-            seq.cached_tokens = len(match_slots)
-            self.stats.cached_hit_tokens += len(match_slots)
+        if seq.cached_tokens < 0:  # forced tokens appended before admission may match too: count the prompt's
+            seq.cached_tokens = min(len(match_slots), seq.num_prompt)
+            self.stats.cached_hit_tokens += seq.cached_tokens
             self.stats.prompt_tokens += seq.num_prompt
         if seq.session_id is not None and self.cache is not None:
             self.cache.unpin(seq.session_id)  # our own lock now holds the session's prefix

@@ -3,7 +3,11 @@
 Tokens and KV: ``token_ids`` is prompt + output. The first ``num_computed`` of them have K/V in
 the pool, at ``slots[:num_computed]``. Of those, ``slots[:num_tree]`` belong to the radix cache
 (the matched prefix, locked through ``prefix_node``); the rest belong to this sequence until it
-hands them to the cache on release. The last sampled token has no K/V until the next step.
+hands them to the cache on release. The last sampled token has no K/V until the next step; nor do
+the tokens a grammar forced right after it (fast-forward), so a sequence past its prompt may have
+several uncomputed tokens: the scheduler runs them as one chunk, like a prefill, and samples at its
+end. They are output tokens all the same (``token_ids`` is the truth, computed or not), so they
+survive retraction.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class Sequence:
     session_id: str | None = None
     constraint: Any = None
     arrival: float = 0.0
+    spec: Any = None
+    """The request's ``constraint`` as given (a ``ConstraintSpec`` before compiling), for its structured result."""
 
     token_ids: list[int] = field(default_factory=list)
     num_computed: int = 0
@@ -41,11 +47,17 @@ class Sequence:
     """Prompt tokens served from the prefix cache at first admission (-1 before admission)."""
     num_chunks: int = 0
     """Prefill chunks used for the prompt at first admission (> 1 means chunked prefill)."""
+    prefilled: bool = False
+    """The first prefill has been scheduled to its end (later chunks are not the prompt's)."""
     num_retractions: int = 0
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     logprobs: list[float] = field(default_factory=list)
     detok: Any = None
+    fast_forward: bool = False
+    """Append the tokens the constraint forces instead of sampling them one per step."""
+    num_reported: int = 0
+    """Output tokens already sent in a ``Delta`` (0 until the first token is sampled)."""
 
     def __post_init__(self) -> None:
         if not self.token_ids:

@@ -35,18 +35,17 @@ import logging
 import re
 import threading
 import time
-import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
-from weakref import WeakKeyDictionary
 
 import llguidance
 
 from engine.constrained.matcher import GrammarConstraint
 from engine.constrained.schema_check import check_schema, explain_llguidance_error, first_line, regex_reason
+from engine.constrained.schema_patch import tighten
 from engine.constrained.spec import ConstraintSpec
 from engine.errors import InvalidRequestError
 
@@ -70,7 +69,7 @@ COMPILE_CACHE_SIZE = 256
 SLOW_COMPILE_S = 0.1
 """Compiles slower than this are logged at INFO (the others at DEBUG)."""
 
-_tokenizers: WeakKeyDictionary[Tokenizer, llguidance.LLTokenizer] = WeakKeyDictionary()
+_tokenizers: dict[tuple[str, tuple[int, ...]], llguidance.LLTokenizer] = {}
 _tokenizers_lock = threading.Lock()
 
 _LIMIT_NAMES = ("max_items_in_row", "initial_lexer_fuel", "step_lexer_fuel", "step_max_items", "max_lexer_states",
@@ -106,9 +105,6 @@ class CompileCache:
         self.maxsize = maxsize
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
         self._pending: dict[_Key, Future[llguidance.LLMatcher]] = {}
-        self._gone: deque[int] = deque()
-        """Ids of llguidance tokenizers whose engine tokenizer was collected (appended by a finalizer,
-        which must not take the lock: it may run inside a locked section, on the same thread)."""
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
@@ -118,7 +114,6 @@ class CompileCache:
         """A fresh copy of the matcher for ``key``, made by ``build`` on a miss. Threads that miss
         on a key being compiled wait for that compile (and get its error, if it fails)."""
         with self._lock:
-            self._drop_gone()
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
@@ -149,10 +144,6 @@ class CompileCache:
         pending.set_result(matcher)
         return matcher.deep_copy()
 
-    def forget_tokenizer(self, tokenizer_id: int) -> None:
-        """Drop the entries of a tokenizer that is gone (at the next lookup). Safe from a finalizer."""
-        self._gone.append(tokenizer_id)
-
     def clear(self) -> None:
         """Drop every entry (the counters stay)."""
         with self._lock:
@@ -165,38 +156,30 @@ class CompileCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _drop_gone(self) -> None:
-        if not self._gone:
-            return
-        gone = set()
-        while self._gone:
-            gone.add(self._gone.popleft())
-        for key in [k for k in self._entries if k[0] in gone]:
-            del self._entries[key]
-
 
 compile_cache = CompileCache()
 """The process-wide cache ``compile_constraint`` uses unless given another."""
 
 
 def llg_tokenizer(tokenizer: Tokenizer) -> llguidance.LLTokenizer:
-    """The llguidance tokenizer for ``tokenizer``, built on first use (thread-safe, cached)."""
+    """The llguidance tokenizer for ``tokenizer``, built on first use (thread-safe). Built once per
+    tokenizer directory and EOS set in the process: it takes over a second for Qwen2.5's 151k tokens,
+    most of it holding the GIL, so engines that share a tokenizer share it (and its compiles)."""
+    key = (str(tokenizer.path.resolve()), tuple(tokenizer.eos_token_ids))
     with _tokenizers_lock:
-        llt = _tokenizers.get(tokenizer)
+        llt = _tokenizers.get(key)
         if llt is None:
             import llguidance.hf  # imports transformers, which the engine's tokenizer has loaded already
 
-            eos = list(tokenizer.eos_token_ids) or None
+            start = time.perf_counter()
             try:
-                llt = llguidance.hf.from_tokenizer(cast(Any, tokenizer.hf), eos_token=eos)
+                llt = llguidance.hf.from_tokenizer(cast(Any, tokenizer.hf), eos_token=list(key[1]) or None)
             except ValueError as e:  # "Only fast tokenizers are supported"
                 raise InvalidRequestError(f"constrained decoding needs a fast (Rust) tokenizer: {e}",
                                           field="constraint") from e
-            log.info("built the llguidance tokenizer for %s (%d tokens, EOS %s)",
-                     tokenizer.path, llt.vocab_size, llt.eos_tokens)
-            _tokenizers[tokenizer] = llt
-            # Its compiled matchers go when the engine tokenizer does (they pin the vocabulary).
-            weakref.finalize(tokenizer, compile_cache.forget_tokenizer, id(llt))
+            log.info("built the llguidance tokenizer for %s in %.1f s (%d tokens, EOS %s)",
+                     tokenizer.path, time.perf_counter() - start, llt.vocab_size, llt.eos_tokens)
+            _tokenizers[key] = llt
         return llt
 
 
@@ -204,7 +187,7 @@ def grammar_for(spec: ConstraintSpec, *, chat_template: str | None = None) -> st
     """The llguidance grammar (its JSON form) for ``spec``. Validity is checked by ``LLMatcher``.
     ``chat_template`` is read by ``tool_calls`` specs whose format is not given."""
     if spec.json_schema is not None:
-        return llguidance.LLMatcher.grammar_from_json_schema(spec.json_schema, defaults=JSON_OPTIONS)
+        return llguidance.LLMatcher.grammar_from_json_schema(tighten(spec.json_schema), defaults=JSON_OPTIONS)
     if spec.regex is not None:
         return llguidance.LLMatcher.grammar_from_regex(spec.regex)
     if spec.choices is not None:

@@ -9,6 +9,16 @@ admits no further token (``{...}`` closed, a choice or a fixed-length regex full
 was consumed. The engine then finishes the request with ``stop`` without spending a step on EOS.
 Where the grammar may end but could also go on (``[a-z]+``), the model chooses EOS or more text.
 
+Fast-forward. ``forced_tokens`` is llguidance's ``compute_ff_tokens``: the canonical tokens of the
+text the grammar forces next, cut where tokenization is still ambiguous (``{"name": `` stops before
+`` "`` because `` "`` may merge with what follows). At every one of them the mask allows that token
+alone, so sampling would have produced exactly these tokens: the engine appends them unsampled
+(``tests/test_constrained_engine.py`` checks the property on random walks through a schema).
+
+Threads. ``fill_bitmask`` runs on the engine's mask worker threads while the forward pass runs;
+llguidance computes the mask with the GIL released. The engine never fills and advances one
+matcher at the same time.
+
 Errors. A parser limit hit mid-output ends that request with EOS and logs an
 error. Sampling a token the mask forbade raises ``EngineError``: that is an engine bug.
 """
@@ -72,6 +82,13 @@ class GrammarConstraint:
             raise EngineError(f"sampled token {token_id} ({text!r}) is not allowed by the grammar (the sampler "
                               f"did not apply the mask?): {_first_line(self._matcher.get_error())}",
                               field="constraint")
+
+    def forced_tokens(self) -> list[int]:
+        """The tokens the grammar forces next, without consuming them (empty when the next token is
+        a choice, the grammar has ended, or the matcher failed)."""
+        if self._failed or self._matcher.is_stopped() or self._matcher.is_error():
+            return []
+        return list(self._matcher.compute_ff_tokens())
 
     def is_terminated(self) -> bool:
         """The grammar is complete and admits nothing more, or EOS was consumed."""

@@ -167,11 +167,12 @@ def _llama3_lark(spec: ToolCallSpec) -> str:
 def _function_rules(spec: ToolCallSpec, key: str) -> list[str]:
     """``fn``: one alternative per callable tool, its name and key fixed, its arguments a ``%json``."""
     from engine.constrained.compiler import JSON_OPTIONS  # here, not at the top: compiler may import us
+    from engine.constrained.schema_patch import tighten
 
     names = spec.callable_names
     rules = ["fn: " + " | ".join(f"fn_{i}" for i in range(len(names)))]
     for i, name in enumerate(names):
-        schema = dict(spec.parameters(name))
+        schema = tighten(dict(spec.parameters(name)))
         schema["x-guidance"] = {**JSON_OPTIONS, **schema.get("x-guidance", {})}  # the schema's own options win
         head = '{"name": ' + json.dumps(name, ensure_ascii=False) + f', "{key}": '
         # A JSON string literal is a valid Lark string literal.
