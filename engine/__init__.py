@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from engine.config import EngineConfig
     from engine.engine import Engine, EngineStats
     from engine.errors import (
+        ConstraintViolationError,
         EngineClosedError,
         EngineError,
         InvalidRequestError,
@@ -26,17 +27,19 @@ if TYPE_CHECKING:
         UnsupportedArchitectureError,
     )
     from engine.request import Delta, Output, Request
-    from engine.sampling import TokenConstraint
+    from engine.sampling import ForcingConstraint, TokenConstraint
     from engine.sampling_params import SamplingParams
 
 _EXPORTS = {
     "AsyncEngine": "engine.async_engine",
+    "ConstraintViolationError": "engine.errors",
     "Delta": "engine.request",
     "Engine": "engine.engine",
     "EngineClosedError": "engine.errors",
     "EngineConfig": "engine.config",
     "EngineError": "engine.errors",
     "EngineStats": "engine.engine",
+    "ForcingConstraint": "engine.sampling",
     "InvalidRequestError": "engine.errors",
     "ModelLoadError": "engine.errors",
     "Output": "engine.request",
@@ -49,12 +52,14 @@ _EXPORTS = {
 
 __all__ = [
     "AsyncEngine",
+    "ConstraintViolationError",
     "Delta",
     "Engine",
     "EngineClosedError",
     "EngineConfig",
     "EngineError",
     "EngineStats",
+    "ForcingConstraint",
     "InvalidRequestError",
     "ModelLoadError",
     "Output",

@@ -59,7 +59,8 @@ class TokenConstraint(Protocol):
     """
 
     def fill_bitmask(self, bitmask: torch.Tensor) -> None:
-        """Fill one int32 row of ``ceil(vocab / 32)`` words (it arrives with every bit set)."""
+        """Fill one int32 row of ``ceil(vocab / 32)`` words. It arrives with every bit set, unless
+        the constraint has a true ``fills_whole_row`` attribute (it writes every word itself)."""
 
     def advance(self, token_id: int) -> None:
         """Consume the sampled token."""
@@ -120,35 +121,32 @@ def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor, indices: t
 
 
 _ROWS_PER_PASS = 2
-"""Rows masked per pass of ``_mask_float32_by_bytes``: its two [rows, V] int32 patterns stay in cache."""
-_byte_patterns: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+"""Rows masked per pass of ``_mask_float32_by_bytes``: the [rows, V] cap stays in cache."""
+_byte_caps: dict[torch.device, torch.Tensor] = {}
 
 
 def _mask_float32_by_bytes(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """float32 logits as int32 bits: ``bits = (bits & keep) | fill`` with ``keep`` all ones where
-    allowed, 0 where not, and ``fill`` the bits of -inf where not. Both patterns come from 256-entry
-    tables looked up by mask byte (little-endian: byte k of word w holds tokens 32 w + 8 k ... + 7).
-    Exact, like ``masked_fill``, and about 4x faster than it on CPU (masked_fill is not vectorized)."""
-    keep_table, fill_table = _patterns(logits.device)  # int32 [256, 8] each
+    """``logits = minimum(logits, cap)`` with ``cap`` +inf where allowed and -inf where not,
+    looked up 8 tokens at a time from a 256-entry table by mask byte (little-endian: byte k of word
+    w holds tokens 32 w + 8 k ... + 7). Exact for every logit but NaN (which stays NaN); two passes
+    over the row, where bit twiddling took four: about 1.8x faster, and 4x+ faster than
+    ``masked_fill`` (not vectorized on CPU)."""
+    table = _caps(logits.device)  # float32 [256, 8]
     vocab = logits.shape[-1]
-    as_bits = logits.view(torch.int32)  # [R, V]
     for start in range(0, logits.shape[0], _ROWS_PER_PASS):
         words = bitmask[start:start + _ROWS_PER_PASS]
         index = words.contiguous().view(torch.uint8).flatten().to(torch.int32)  # [n * 4 W]
         n = words.shape[0]
-        keep = keep_table.index_select(0, index).view(n, -1)[:, :vocab]  # [n, V]
-        fill = fill_table.index_select(0, index).view(n, -1)[:, :vocab]
-        as_bits[start:start + n].bitwise_and_(keep).bitwise_or_(fill)
+        cap = table.index_select(0, index).view(n, -1)[:, :vocab]  # [n, V]
+        rows = logits[start:start + n]
+        torch.minimum(rows, cap, out=rows)
 
 
-def _patterns(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    if device not in _byte_patterns:
+def _caps(device: torch.device) -> torch.Tensor:
+    if device not in _byte_caps:
         bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1  # [256, 8]: bit j of byte b
-        neg_inf_bits = int(torch.tensor(float("-inf")).view(torch.int32))
-        keep = torch.where(bits == 1, -1, 0).to(torch.int32)
-        fill = torch.where(bits == 1, 0, neg_inf_bits).to(torch.int32)
-        _byte_patterns[device] = (keep.to(device), fill.to(device))
-    return _byte_patterns[device]
+        _byte_caps[device] = torch.where(bits == 1, float("inf"), float("-inf")).to(torch.float32).to(device)
+    return _byte_caps[device]
 
 
 def _unpack_bits(bitmask: torch.Tensor) -> torch.Tensor:
@@ -190,8 +188,10 @@ class PendingMasks:
 def _fill_rows(bitmask: torch.Tensor, group: range, constraints: Sequence[TokenConstraint]) -> None:
     for k in group:
         row = bitmask[k]
-        row.fill_(-1)  # all allowed: a constraint may set only the words it cares about
-        constraints[k].fill_bitmask(row)
+        constraint = constraints[k]
+        if not getattr(constraint, "fills_whole_row", False):
+            row.fill_(-1)  # all allowed: a constraint may set only the words it cares about
+        constraint.fill_bitmask(row)
 
 
 class BitmaskFiller:

@@ -478,7 +478,7 @@ def test_parse_raises_on_what_the_grammar_forbids(s: ToolCallSpec, text: str, wo
 def test_cut_off_output_keeps_complete_calls(caplog: pytest.LogCaptureFixture) -> None:
     text = ('<tool_call>\n{"name": "search", "arguments": {"query": "a"}}\n</tool_call>\n'
             '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par')
-    with caplog.at_level(logging.WARNING, logger="engine.constrained.toolcall"):
+    with caplog.at_level(logging.INFO, logger="engine.constrained.toolcall"):
         content, calls = parse_tool_calls(text, spec(), complete=False)
     assert content == "" and [(c.name, c.arguments) for c in calls] == [("search", {"query": "a"})]
     assert "cut off inside tool call #1" in caplog.text

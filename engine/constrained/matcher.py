@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 class GrammarConstraint:
     """One request's llguidance matcher, behind the engine's ``TokenConstraint`` protocol."""
 
+    fills_whole_row = True
+    """``fill_bitmask`` writes every word of the row (the engine need not preset it)."""
+
     def __init__(self, matcher: llguidance.LLMatcher, tokenizer: llguidance.LLTokenizer) -> None:
         self._matcher = matcher
         self._tokenizer = tokenizer

@@ -373,7 +373,7 @@ class ToolCallStream:
                 raise EngineError(f"the output ended inside tool call #{index} (at {self._state}, after "
                                   f"{(self._args + self._buf)[-80:]!r})", field=_FIELD)
             kept = "kept (its arguments were complete)" if self._state == "tail" else "dropped"
-            log.warning("the output was cut off inside tool call #%d; the call is %s", index, kept)
+            log.info("the output was cut off inside tool call #%d; the call is %s", index, kept)
         if complete and self._spec.mode in ("required", "named") and not self.calls:
             raise EngineError(f"tool_choice is {self._spec.mode} but the output makes no tool call", field=_FIELD)
         return events
