@@ -163,16 +163,15 @@ def per_token(engine: Engine, walks: list[tuple[dict[str, Any], list[int]]], rep
                 c.fill_bitmask(row)
                 c.advance(t)
 
-    def raw_fill_copy() -> None:  # llguidance direct; like ours, each walk starts from a copy of a compiled matcher
-        mask = llg_torch.allocate_token_bitmask(1, llt.vocab_size)
-        compiled = [llguidance.LLMatcher(llt, g, log_level=0) for g in grammars]
-        start = time.perf_counter()
+    compiled = [llguidance.LLMatcher(llt, g, log_level=0) for g in grammars]
+    raw_mask = llg_torch.allocate_token_bitmask(1, llt.vocab_size)
+
+    def raw_fill() -> None:  # llguidance direct; like ours, each walk starts from a copy of a compiled matcher
         for m0, (_, ids) in zip(compiled, walks, strict=True):
             m = m0.deep_copy()
             for t in ids:
-                llg_torch.fill_next_token_bitmask(m, mask, 0)
+                llg_torch.fill_next_token_bitmask(m, raw_mask, 0)
                 m.consume_token(t)
-        raw_fill_copy.elapsed = time.perf_counter() - start  # type: ignore[attr-defined]
 
     bitmask = torch.full((1, bitmask_words(width)), 0x55555555, dtype=torch.int32)
 
@@ -185,24 +184,10 @@ def per_token(engine: Engine, walks: list[tuple[dict[str, Any], list[int]]], rep
             llg_torch.apply_token_bitmask_inplace(logits, bitmask)
 
     def best(fn: Callable[[], None]) -> float:
-        fn()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
-        return min(samples) / tokens * 1e6
-
-    def best_copy() -> float:
-        raw_fill_copy()
-        samples = []
-        for _ in range(repeats):
-            raw_fill_copy()
-            samples.append(raw_fill_copy.elapsed)  # type: ignore[attr-defined]
-        return min(samples) / tokens * 1e6
+        return _timed(fn, repeats, min) / tokens * 1e6
 
     rows = []
-    ours_f, raw_c = best(ours_fill), best_copy()
+    ours_f, raw_c = best(ours_fill), best(raw_fill)
     rows.append(["mask + advance", f"{ours_f:.1f}", f"{raw_c:.1f}", f"{ours_f / raw_c:.2f}"])
     ours_a, raw_a = best(ours_apply), best(raw_apply)
     rows.append([f"apply to a {width}-wide logits row", f"{ours_a:.1f}", f"{raw_a:.1f}", f"{ours_a / raw_a:.2f}"])
@@ -239,19 +224,20 @@ def batch_fill(engine: Engine, walks: list[tuple[dict[str, Any], list[int]]], ba
         def raw() -> None:
             llg_torch.fill_next_token_bitmask_par(executor, matchers, raw_mask)  # noqa: B023
 
-        t_ours, t_raw = _median(ours, repeats), _median(raw, repeats)
+        t_ours, t_raw = _timed(ours, repeats, statistics.median), _timed(raw, repeats, statistics.median)
         rows.append([batch, f"{t_ours * 1e6:.0f}", f"{t_raw * 1e6:.0f}", f"{t_ours / t_raw:.2f}"])
     return rows
 
 
-def _median(fn: Callable[[], None], repeats: int) -> float:
+def _timed(fn: Callable[[], None], repeats: int, reduce: Callable[[list[float]], float]) -> float:
+    """Seconds per call of ``fn``: one warm-up call, then ``reduce`` (min, median) of ``repeats``."""
     fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return reduce(samples)
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:

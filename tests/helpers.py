@@ -1,4 +1,4 @@
-"""Helpers shared by tests: tiny checkpoints written by transformers, leak checks."""
+"""Helpers shared by tests: tiny checkpoints written by transformers, leak checks, a toy constraint."""
 
 from __future__ import annotations
 
@@ -54,3 +54,23 @@ def assert_no_leaks(engine) -> None:  # type: ignore[no-untyped-def]
         assert all(node.lock_ref == 0 for node in engine.cache.nodes())
         assert stats.evictable_tokens == stats.cached_tokens - stats.pinned_tokens
     assert stats.kv_free + stats.cached_tokens == stats.kv_total
+
+
+class ForceTokens:
+    """A constraint that allows exactly the given tokens, in order (a real use of the hook)."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids, self.i = ids, 0
+
+    def fill_bitmask(self, bitmask: torch.Tensor) -> None:
+        bitmask.zero_()
+        if self.i < len(self.ids):
+            t = self.ids[self.i]
+            bitmask[t // 32] = torch.tensor(1 << (t % 32), dtype=torch.int64).to(torch.int32)
+
+    def advance(self, token_id: int) -> None:
+        assert token_id == self.ids[self.i]
+        self.i += 1
+
+    def is_terminated(self) -> bool:
+        return self.i == len(self.ids)

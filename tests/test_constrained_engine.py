@@ -25,7 +25,7 @@ from engine.constrained import ConstraintSpec, GrammarConstraint, compile_constr
 from engine.engine import Output
 from engine.sampling import Sampler, SamplingRow, bitmask_words
 from engine.sequence import Sequence as EngineSequence
-from tests.helpers import assert_no_leaks
+from tests.helpers import ForceTokens, assert_no_leaks
 
 log = logging.getLogger(__name__)
 
@@ -268,26 +268,6 @@ def test_mask_fill_threads_do_not_change_the_output(ff_on: Engine) -> None:
     expected = run(serial, requests)[0]
     same(expected, run(wide, requests)[0])
     same(expected, run(ff_on, requests)[0])
-
-
-class ForceTokens:
-    """Allows exactly the given tokens, in order; has no ``forced_tokens`` (decodes step by step)."""
-
-    def __init__(self, ids: list[int]) -> None:
-        self.ids, self.i = ids, 0
-
-    def fill_bitmask(self, bitmask: torch.Tensor) -> None:
-        bitmask.zero_()
-        if self.i < len(self.ids):
-            t = self.ids[self.i]
-            bitmask[t // 32] = torch.tensor(1 << (t % 32), dtype=torch.int64).to(torch.int32)
-
-    def advance(self, token_id: int) -> None:
-        assert token_id == self.ids[self.i]
-        self.i += 1
-
-    def is_terminated(self) -> bool:
-        return self.i == len(self.ids)
 
 
 class Broken(ForceTokens):

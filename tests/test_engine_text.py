@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engine import Engine, Request, SamplingParams
+from tests.helpers import ForceTokens
 
 
 @pytest.fixture(scope="module")
@@ -37,26 +38,6 @@ def test_never_samples_ids_the_tokenizer_lacks(demo: Engine) -> None:
     """The model has 151,936 logit rows but only 151,665 tokens: the padding rows are masked."""
     outs = demo.generate(["a", "b", "c", "d"], SamplingParams(max_new_tokens=64, seed=3, temperature=2.0))
     assert all(t < 151665 for o in outs for t in o.token_ids)
-
-
-class ForceTokens:
-    """A constraint that allows exactly the given tokens, in order (a real use of the hook)."""
-
-    def __init__(self, ids: list[int]) -> None:
-        self.ids, self.i = ids, 0
-
-    def fill_bitmask(self, bitmask: torch.Tensor) -> None:
-        bitmask.zero_()
-        if self.i < len(self.ids):
-            t = self.ids[self.i]
-            bitmask[t // 32] = torch.tensor(1 << (t % 32), dtype=torch.int64).to(torch.int32)
-
-    def advance(self, token_id: int) -> None:
-        assert token_id == self.ids[self.i]
-        self.i += 1
-
-    def is_terminated(self) -> bool:
-        return self.i == len(self.ids)
 
 
 def test_streamed_text_never_splits_a_character(demo: Engine) -> None:
