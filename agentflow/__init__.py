@@ -9,7 +9,7 @@ from agentflow.dsl import Subgraph, Workflow, WorkflowSpec, load_workflow, load_
 from agentflow.errors import AgentflowError
 from agentflow.llm import LLM, LocalEngine, OpenAICompatible
 from agentflow.runtime import Runtime
-from agentflow.tool import Tool, ToolContext, ToolRegistry
+from agentflow.tool import Tool, ToolContext, ToolRegistry, tool
 
 __version__ = "0.1.0"
 
@@ -28,4 +28,5 @@ __all__ = [
     "__version__",
     "load_workflow",
     "load_yaml",
+    "tool",
 ]

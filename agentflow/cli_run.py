@@ -209,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_input = _read_input(args.input, args.input_file)  # before any user code is imported
         session = _session(args, path.parent)
         try:
-            spec = load_workflow(path, tools=session.tools.names(), workflows=[w.name for w in session.workflows])
+            spec = load_workflow(path, tools=session.tools, workflows=[w.name for w in session.workflows])
         except WorkflowValidationError as exc:
             for issue in exc.issues:
                 sys.stderr.write(format_issue(str(path), issue) + "\n")

@@ -59,6 +59,13 @@ def server() -> Iterator[FakeOpenAIServer]:
     fake.stop()
 
 
+def wrapped(content: str, name: str, tag: str = "tool_result") -> str:
+    """The payload inside the ``<tool_result name=...>`` wrapper the agent puts around a tool's output."""
+    head = f'<{tag} name="{name}">\n'
+    assert head in content and content.endswith(f"\n</{tag}>"), content
+    return content[content.index(head) + len(head):-len(f"\n</{tag}>")]
+
+
 def script(server: FakeOpenAIServer, turns: list[Any]) -> None:
     """The n-th request gets the n-th reply (the last one repeats)."""
 
@@ -118,8 +125,10 @@ async def test_agent_runs_requested_tools_concurrently_and_feeds_results_back(se
         {"city": "Paris"}, {"tz": "Europe/Paris"}]
     results = second["messages"][-2:]
     assert [m["tool_call_id"] for m in results] == ["call_1", "call_2"]
-    assert json.loads(results[0]["content"]) == {"city": "Paris", "sky": "sunny"}
-    assert json.loads(results[1]["content"]) == "12:00 Europe/Paris"
+    # results reach the model labelled as untrusted data, JSON for structures and strings as they are
+    assert json.loads(wrapped(results[0]["content"], "get_weather")) == {"city": "Paris", "sky": "sunny"}
+    assert wrapped(results[1]["content"], "get_time") == "12:00 Europe/Paris"
+    assert "untrusted data" in results[0]["content"]
     tool_events = [(e.event, e.tool) for e in events if e.event in ("tool.call", "tool.result")]  # type: ignore[attr-defined]
     assert sorted(tool_events) == sorted([("tool.call", "get_weather"), ("tool.call", "get_time"),
                                           ("tool.result", "get_weather"), ("tool.result", "get_time")])
@@ -137,7 +146,7 @@ async def test_a_failing_tool_is_reported_to_the_model_not_fatal(server: FakeOpe
     record, _ = await run_agent(server, [get_weather, get_time])
     assert record.status == "completed" and record.output == "Unknown."
     tool_message = server.received[1].body["messages"][-1]
-    assert "weather service timed out for Oslo" in json.loads(tool_message["content"])["error"]
+    assert "weather service timed out for Oslo" in wrapped(tool_message["content"], "get_weather", tag="tool_error")
 
 
 async def test_an_agent_that_never_answers_fails_at_max_steps(server: FakeOpenAIServer) -> None:

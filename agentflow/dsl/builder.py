@@ -171,18 +171,28 @@ class Graph:
 
     def agent(self, id: str, prompt: str | None = None, *, messages: Messages | None = None,
               system: str | None = None, model: str | None = None, tools: Sequence[ToolLike] = (),
-              max_steps: int = 8, sampling: SamplingLike | None = None, temperature: float | None = None,
+              max_steps: int = 8, tool_choice: str = "auto", parallel_tool_calls: bool = True,
+              min_tool_calls: int | None = None, max_tool_calls: int | None = None,
+              dispatch: str = "streamed", max_result_chars: int = 16000,
+              sampling: SamplingLike | None = None, temperature: float | None = None,
               max_tokens: int | None = None, top_p: float | None = None, top_k: int | None = None,
               seed: int | None = None, stop: str | Sequence[str] | None = None, description: str = "",
               writes: Writes | None = None, timeout: float | None = None, retry: RetryLike | None = None,
               on_error: NodeLike | None = None) -> NodeRef:
-        """An LLM tool-calling loop over ``tools`` (names, Tools or plain functions), at most ``max_steps`` turns."""
+        """An LLM tool-calling loop over ``tools`` (names, Tools or plain functions), at most ``max_steps`` turns.
+
+        See :class:`agentflow.dsl.ir.AgentNode` for ``tool_choice``, ``dispatch`` and the rest."""
         self._require_new(id)
         if isinstance(tools, str):
             raise TypeError(f"node {id!r}: tools must be a list, not one string")
         return self._add(ir.AgentNode, id, {
             "kind": "agent", "prompt": prompt, "messages": _opt_list(messages), "system": system, "model": model,
             "tools": [self._use_tool(t) for t in tools], "max_steps": max_steps,
+            **({"tool_choice": tool_choice} if tool_choice != "auto" else {}),
+            **({"parallel_tool_calls": parallel_tool_calls} if not parallel_tool_calls else {}),
+            **({"dispatch": dispatch} if dispatch != "streamed" else {}),
+            "min_tool_calls": min_tool_calls, "max_tool_calls": max_tool_calls,
+            **({"max_result_chars": max_result_chars} if max_result_chars != 16000 else {}),
             "sampling": _sampling(sampling, temperature=temperature, max_tokens=max_tokens, top_p=top_p,
                                   top_k=top_k, seed=seed, stop=stop),
             **self._common(description, writes, timeout, retry, on_error)})

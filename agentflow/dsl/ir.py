@@ -162,8 +162,22 @@ class AgentNode(_Prompted):
     """An LLM tool-calling loop: call tools until the model answers, at most ``max_steps`` LLM turns."""
 
     kind: Literal["agent"]
-    tools: list[str] = Field(default_factory=list)
-    max_steps: int = Field(8, ge=1, le=100)
+    tools: list[str] = Field(default_factory=list, description="Tool names, built-in groups (`files`) or MCP "
+                             "references (`mcp:weather/*`).")
+    max_steps: int = Field(8, ge=1, le=100, description="LLM turns at most; the last one is asked for an answer "
+                           "(tool_choice none).")
+    tool_choice: str = Field("auto", min_length=1, description="`auto`, `required`, `none`, or a tool name: what "
+                             "every turn but the last may do.")
+    parallel_tool_calls: bool = Field(True, description="Let one turn make several calls (they run concurrently).")
+    min_tool_calls: int | None = Field(None, ge=1, le=64, description="A turn that calls tools makes at least this "
+                                       "many calls (local engine: enforced by the grammar).")
+    max_tool_calls: int | None = Field(None, ge=1, le=64, description="A turn makes at most this many calls "
+                                       "(local engine: enforced by the grammar).")
+    dispatch: Literal["streamed", "after_generation", "sequential"] = Field(
+        "streamed", description="streamed: a tool without side effects starts as soon as its call is decoded, while "
+        "the model goes on; after_generation: calls start together when the turn ends; sequential: one at a time.")
+    max_result_chars: int = Field(16000, ge=100, le=10_000_000, description="Longer tool results are cut, with a "
+                                  "note to the model.")
 
     @model_validator(mode="after")
     def _check(self) -> AgentNode:

@@ -43,6 +43,7 @@ from agentflow.dsl.ir import (
 )
 from agentflow.dsl.structure import closest, describe_value, json_pointer, structure_issues, suggest
 from agentflow.dsl.templates import ENV, references
+from agentflow.tool import BUILTIN_GROUPS
 
 Locate = Callable[[str], tuple[int, int] | None]
 """Maps a JSON pointer to a 1-based (line, column) in the source, or None."""
@@ -284,6 +285,12 @@ class _NodeCheck:
         elif isinstance(node, AgentNode):
             for j, tool in enumerate(node.tools):
                 self.tool(tool, f"/tools/{j}")
+            choice = node.tool_choice
+            if choice not in ("auto", "required", "none") and choice not in node.tools \
+                    and not any(t.startswith("mcp:") or t in BUILTIN_GROUPS for t in node.tools):
+                self.c.add("unknown_tool", self.ptr + "/tool_choice",
+                           f"{self.what} has tool_choice {choice!r}, which is none of auto, required, none and not "
+                           f"one of its tools{suggest(choice, node.tools)}")
         elif isinstance(node, ToolNode):
             self.tool(node.tool, "/tool")
             self.nested(node.args, "/args")

@@ -44,6 +44,12 @@ class LLMRequest:
     tool_choice: str | dict[str, Any] | None = None
     """OpenAI's ``tool_choice``: ``"auto"`` (the default with tools), ``"required"``, ``"none"``, or
     ``{"type": "function", "function": {"name": ...}}``."""
+    parallel_tool_calls: bool | None = None
+    """Whether one turn may make several calls (None: the backend's default, which is yes)."""
+    min_tool_calls: int | None = None
+    """A turn that makes calls makes at least this many (local engine only: enforced by the grammar)."""
+    max_tool_calls: int | None = None
+    """A turn makes at most this many calls (local engine only: enforced by the grammar)."""
     constraint: Constraint | None = None
     session_id: str | None = None
     """``f"{run_id}:{node_id}"``: lets the local engine keep this conversation's KV pinned between turns."""

@@ -186,7 +186,10 @@ def _tool_call_spec(request: LLMRequest) -> Any:
     from engine.constrained.spec import ConstraintSpec, ToolCallSpec
 
     return ConstraintSpec(tool_calls=ToolCallSpec(tools=list(request.tools or ()),
-                                                  tool_choice=request.tool_choice or "auto"))
+                                                  tool_choice=request.tool_choice or "auto",
+                                                  parallel=request.parallel_tool_calls is not False,
+                                                  min_calls=request.min_tool_calls or 1,
+                                                  call_limit=request.max_tool_calls))
 
 
 def _call_stream(engine_request: Request, engine: AsyncEngine) -> ToolCallStream | None:

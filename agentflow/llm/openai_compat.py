@@ -110,7 +110,9 @@ class OpenAICompatible:
         body: dict[str, Any] = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
         optional = {"model": request.model or self.model, "max_tokens": request.max_tokens,
                     "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
-                    "seed": request.seed, "stop": request.stop or None, "tools": request.tools or None}
+                    "seed": request.seed, "stop": request.stop or None, "tools": request.tools or None,
+                    "tool_choice": request.tool_choice if request.tools else None,
+                    "parallel_tool_calls": request.parallel_tool_calls if request.tools else None}
         body.update({k: v for k, v in optional.items() if v is not None})
         constraint = request.constraint
         if constraint is not None and constraint.json_schema is not None:

@@ -41,11 +41,34 @@ class LLMDelta(EventBase):
     text: str
 
 
+class LLMToolCall(EventBase):
+    """The model finished writing a tool call (its arguments are complete and valid); the tool may start
+    now, while the model goes on, or once the turn ends (see ``tool.call``)."""
+
+    event: Literal["llm.tool_call"] = "llm.tool_call"
+    index: int
+    tool: str
+    call_id: str
+    arguments: Any = None
+
+
+class LLMUsage(EventBase):
+    """Token counts of one LLM call: ``cached_tokens`` of the prompt came from the prefix cache."""
+
+    event: Literal["llm.usage"] = "llm.usage"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str | None = None
+
+
 class ToolCall(EventBase):
     event: Literal["tool.call"] = "tool.call"
     tool: str
     call_id: str
     arguments: Any = None
+    early: bool = Field(False, description="True when the tool started while the model was still generating "
+                        "(streamed dispatch).")
 
 
 class ToolResult(EventBase):
@@ -103,8 +126,8 @@ class RunCancelled(EventBase):
 
 
 Event = Annotated[
-    RunStarted | NodeStarted | LLMDelta | ToolCall | ToolResult | NodeCompleted | NodeFailed | NodeRetrying
-    | RunInterrupted | RunResumed | RunCompleted | RunFailed | RunCancelled,
+    RunStarted | NodeStarted | LLMDelta | LLMToolCall | LLMUsage | ToolCall | ToolResult | NodeCompleted | NodeFailed
+    | NodeRetrying | RunInterrupted | RunResumed | RunCompleted | RunFailed | RunCancelled,
     Field(discriminator="event"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -119,7 +142,8 @@ def parse_event(data: dict[str, Any] | str) -> EventBase:
 
 
 __all__ = [
-    "EVENT_ADAPTER", "TERMINAL_EVENTS", "Event", "EventBase", "LLMDelta", "NodeCompleted", "NodeFailed",
+    "EVENT_ADAPTER", "TERMINAL_EVENTS", "Event", "EventBase", "LLMDelta", "LLMToolCall", "LLMUsage",
+    "NodeCompleted", "NodeFailed",
     "NodeRetrying", "NodeStarted", "RunCancelled", "RunCompleted", "RunFailed", "RunInterrupted", "RunResumed",
     "RunStarted", "ToolCall", "ToolResult", "parse_event",
 ]

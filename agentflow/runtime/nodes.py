@@ -12,16 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from pydantic_core import to_jsonable_python
 
 from agentflow.dsl.ir import AgentNode, Defaults, LLMNode, Sampling, SwitchNode, ToolNode
 from agentflow.dsl.templates import render, render_value
 from agentflow.llm.base import LLM, Constraint, LLMRequest, LLMResult, TextDelta
-from agentflow.runtime.errors import CheckpointLost, NodeError, OutputError
+from agentflow.runtime.agent import APPROVAL_MARK, APPROVAL_SCHEMA, run_agent
+from agentflow.runtime.errors import NodeError, OutputError
 from agentflow.runtime.events import EventBase, LLMDelta, ToolCall, ToolResult
 from agentflow.schemas import schema_error
-from agentflow.tool import ToolContext, ToolRegistry
+from agentflow.tool import Tool, ToolContext, ToolRegistry
 
 
 @dataclass
@@ -38,6 +38,12 @@ class NodeCall:
     """``emit(EventClass, **fields)``: publish and log an event of this run for this node."""
     durable: Callable[[], Awaitable[None]]
     """Wait until the checkpoints this node depends on are committed; awaited before calling a tool or an LLM."""
+    pause: Callable[..., Awaitable[Any]]
+    """``await pause(path, prompt, schema, **info)``: wait at an interrupt (tool approval) for a resume value."""
+    recall: Callable[[str], tuple[bool, Any]]
+    """``recall(key)``: ``(True, value)`` if this run recorded ``key`` (also before a restart)."""
+    remember: Callable[[str, Any], None]
+    """``remember(key, value)``: record a value in the run's store for replay on resume."""
 
     @property
     def session_id(self) -> str:
@@ -49,11 +55,11 @@ def jsonable(value: Any) -> Any:
     return to_jsonable_python(value, fallback=str)
 
 
-def _sampling(node_sampling: Sampling | None, defaults: Defaults) -> Sampling:
+def sampling_for(node_sampling: Sampling | None, defaults: Defaults) -> Sampling:
     return node_sampling.merged_over(defaults.sampling) if node_sampling else defaults.sampling
 
 
-def _messages(node: LLMNode | AgentNode, ns: dict[str, Any]) -> list[dict[str, Any]]:
+def messages_for(node: LLMNode | AgentNode, ns: dict[str, Any]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if node.system is not None:
         messages.append({"role": "system", "content": str(render(node.system, ns, node=node.id, field="system"))})
@@ -67,7 +73,7 @@ def _messages(node: LLMNode | AgentNode, ns: dict[str, Any]) -> list[dict[str, A
     return messages
 
 
-def _request(messages: list[dict[str, Any]], sampling: Sampling, model: str | None, call: NodeCall, *,
+def request_for(messages: list[dict[str, Any]], sampling: Sampling, model: str | None, call: NodeCall, *,
              constraint: Constraint | None = None, tools: list[dict[str, Any]] | None = None) -> LLMRequest:
     return LLMRequest(messages=messages, model=model, max_tokens=sampling.max_tokens,
                       temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
@@ -132,18 +138,17 @@ def check_output(node: LLMNode, text: str, path: str) -> Any:
 
 
 async def run_llm(node: LLMNode, ns: dict[str, Any], call: NodeCall) -> Any:
-    sampling = _sampling(node.sampling, call.defaults)
+    sampling = sampling_for(node.sampling, call.defaults)
     model = node.model or call.defaults.model
-    request = _request(_messages(node, ns), sampling, model, call, constraint=_constraint(node))
+    request = request_for(messages_for(node, ns), sampling, model, call, constraint=_constraint(node))
     result = await _complete(call.llm_for(model), request, call)
     return check_output(node, result.text, call.path)
 
 
-async def run_tool_call(tools: ToolRegistry, name: str, arguments: dict[str, Any], call: NodeCall,
-                        call_id: str) -> Any:
+async def run_tool_call(tool: Tool, arguments: dict[str, Any], call: NodeCall, call_id: str, *,
+                        early: bool = False) -> Any:
     """Call one tool with events around it; the result is made JSON-ready."""
-    tool = tools.get(name)
-    call.emit(ToolCall, tool=name, call_id=call_id, arguments=arguments)
+    call.emit(ToolCall, tool=tool.name, call_id=call_id, arguments=arguments, early=early)
 
     def ctx() -> ToolContext:
         return ToolContext(run_id=call.run_id, node_id=call.path, attempt=call.attempt,
@@ -154,65 +159,34 @@ async def run_tool_call(tools: ToolRegistry, name: str, arguments: dict[str, Any
     try:
         result = jsonable(await tool.call(arguments, ctx))
     except Exception as exc:
-        call.emit(ToolResult, tool=name, call_id=call_id, error=f"{type(exc).__name__}: {exc}",
+        call.emit(ToolResult, tool=tool.name, call_id=call_id, error=f"{type(exc).__name__}: {exc}",
                   duration=time.monotonic() - started)
         raise
-    call.emit(ToolResult, tool=name, call_id=call_id, result=result, duration=time.monotonic() - started)
+    call.emit(ToolResult, tool=tool.name, call_id=call_id, result=result, duration=time.monotonic() - started)
     return result
 
 
 async def run_tool(node: ToolNode, ns: dict[str, Any], call: NodeCall) -> Any:
     arguments = render_value(node.args, ns, node=node.id, field="args")
-    return await run_tool_call(call.tools, node.tool, arguments, call, call_id=call.path)
-
-
-async def run_agent(node: AgentNode, ns: dict[str, Any], call: NodeCall) -> Any:
-    """A minimal tool-calling loop: ask, run the requested tools concurrently, append results, repeat.
-
-    The tools issue adds grammar-constrained calls and streamed dispatch; this loop relies on the
-    backend parsing tool calls from the model's output.
-    """
-    sampling = _sampling(node.sampling, call.defaults)
-    model = node.model or call.defaults.model
-    llm = call.llm_for(model)
-    schemas = [call.tools.get(name).openai_schema() for name in node.tools]
-    messages = _messages(node, ns)
-    for step in range(node.max_steps):
-        result = await _complete(llm, _request(messages, sampling, model, call, tools=schemas or None), call)
-        if not result.tool_calls:
-            return result.text
-        messages.append({"role": "assistant", "content": result.text, "tool_calls": [
-            {"id": c.id, "type": "function",
-             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
-            for c in result.tool_calls]})
-        outputs: dict[int, Any] = {}
-
-        async def one(index: int, name: str, arguments: dict[str, Any], call_id: str,
-                      outputs: dict[int, Any] = outputs) -> None:
-            try:
-                outputs[index] = await run_tool_call(call.tools, name, arguments, call, call_id)
-            except CheckpointLost:
-                raise
-            except Exception as exc:  # the model sees the error and may recover
-                outputs[index] = {"error": f"{type(exc).__name__}: {exc}"}
-
-        async with anyio.create_task_group() as tg:
-            for i, tc in enumerate(result.tool_calls):
-                tg.start_soon(one, i, tc.name, tc.arguments, f"{call.path}:{step}:{tc.id}")
-        for i, tc in enumerate(result.tool_calls):
-            messages.append({"role": "tool", "tool_call_id": tc.id, "name": tc.name,
-                             "content": json.dumps(outputs[i], ensure_ascii=False, default=str)})
-    raise NodeError(f"the agent did not give a final answer within max_steps={node.max_steps}", node=call.path)
+    tool = call.tools.get(node.tool)
+    if tool.requires_approval:
+        value = await call.pause(f"{call.path}{APPROVAL_MARK}{call.path}",
+                                 f"Approve a call of tool {tool.name!r} with arguments "
+                                 f"{json.dumps(arguments, ensure_ascii=False, default=str)}?", APPROVAL_SCHEMA,
+                                 tool=tool.name, arguments=arguments)
+        if not (value.get("approved") if isinstance(value, dict) else value):
+            raise NodeError(f"the call of tool {tool.name!r} was not approved", node=call.path)
+    return await run_tool_call(tool, arguments, call, call_id=call.path)
 
 
 async def choose_case(node: SwitchNode, ns: dict[str, Any], call: NodeCall) -> str:
     """An LLM picks one of the switch's case names."""
     assert node.prompt is not None
-    sampling = _sampling(node.sampling, call.defaults)
+    sampling = sampling_for(node.sampling, call.defaults)
     model = node.model or call.defaults.model
     prompt = str(render(node.prompt, ns, node=node.id, field="prompt"))
     choices = list(node.cases)
-    request = _request([{"role": "user", "content": prompt}], sampling, model, call,
+    request = request_for([{"role": "user", "content": prompt}], sampling, model, call,
                        constraint=Constraint(choices=tuple(choices)))
     text = (await _complete(call.llm_for(model), request, call)).text.strip()
     if text not in choices:
@@ -220,5 +194,5 @@ async def choose_case(node: SwitchNode, ns: dict[str, Any], call: NodeCall) -> s
     return text
 
 
-__all__ = ["NodeCall", "check_output", "choose_case", "jsonable", "run_agent", "run_llm", "run_tool",
-           "run_tool_call"]
+__all__ = ["NodeCall", "check_output", "choose_case", "jsonable", "messages_for", "request_for", "run_agent", "run_llm",
+           "run_tool", "run_tool_call", "sampling_for"]

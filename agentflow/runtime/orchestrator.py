@@ -75,9 +75,16 @@ class Runtime:
 
     def __init__(self, *, llm: LLMSource = None, tools: ToolSource = (),
                  workflows: Iterable[Any] = (), store: RunStore | str | Path | None = None,
-                 recover: bool = True) -> None:
+                 recover: bool = True, mcp_servers: Iterable[Any] = ()) -> None:
+        """``mcp_servers``: ``tools.mcp.MCPServer`` configurations; agents reach their tools as
+        ``"mcp:NAME/PATTERN"``, each server connected on first use and closed with the runtime."""
         self._llm = llm
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        servers = list(mcp_servers)
+        if servers:
+            from tools.mcp import MCPManager  # only with MCP servers: the mcp SDK is then needed
+
+            self.tools.mcp = MCPManager(servers)
         self.workflows: dict[str, WorkflowSpec] = {}
         for workflow in workflows:
             self.register(workflow)
@@ -95,6 +102,8 @@ class Runtime:
         self.store = self.store or open_store(self._store_target)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        if self.tools.mcp is not None:
+            self.tools.mcp.attach(self._tg)
         if self._recover:
             await self.recover()
         return self
@@ -103,6 +112,9 @@ class Runtime:
                         tb: TracebackType | None) -> bool | None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()  # suspend unfinished runs; they resume from the store next time
+        if self.tools.mcp is not None:
+            with anyio.CancelScope(shield=True):
+                await self.tools.mcp.aclose()
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
         finally:
@@ -314,7 +326,11 @@ class Runtime:
     @staticmethod
     def _check_resume_value(spec: WorkflowSpec, path: str, value: Any) -> None:
         from agentflow.dsl.ir import InterruptNode
+        from agentflow.runtime.agent import APPROVAL_MARK, APPROVAL_SCHEMA
 
+        if APPROVAL_MARK in path:
+            check_against(APPROVAL_SCHEMA, value, f"approval for {path!r}")
+            return
         node_id = path.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
         for node in _walk(spec.nodes):
             if node.id == node_id and isinstance(node, InterruptNode) and node.value_schema:

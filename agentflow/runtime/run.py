@@ -441,7 +441,8 @@ class RunExecution:
                 return self.emit(cls, node=path, attempt=attempt, **fields)
 
             call = leaf.NodeCall(self.run_id, path, attempt, scope.frame.spec.defaults, self.services.tools,
-                                 self.services.llm_for, emit, functools.partial(self.durable, ticket))
+                                 self.services.llm_for, emit, functools.partial(self.durable, ticket),
+                                 self.pause, self.recall, self.remember)
             if isinstance(node, ToolNode):
                 return await leaf.run_tool(node, ns, call)
             if isinstance(node, LLMNode):
@@ -541,18 +542,35 @@ class RunExecution:
 
     async def _interrupt(self, node: InterruptNode, path: str, ns: dict[str, Any]) -> Any:
         if path in self.resume_values:
-            value = self.resume_values.pop(path)
-        else:
-            prompt = str(render(node.prompt, ns, node=node.id, field="prompt")) if node.prompt else ""
-            info = {"node": path, "prompt": prompt, "schema": node.value_schema}
-            await self.durable()
-            waiter = self.waiters[path] = anyio.Event()
-            self.emit(RunInterrupted, node=path, prompt=prompt, value_schema=node.value_schema)
-            await self.services.interrupted(self, path, info)
-            await waiter.wait()
-            value = self.resume_values.pop(path)
-            self.emit(RunResumed, node=path)
+            return self.resume_values.pop(path)
+        prompt = str(render(node.prompt, ns, node=node.id, field="prompt")) if node.prompt else ""
+        return await self.pause(path, prompt, node.value_schema)
+
+    async def pause(self, path: str, prompt: str, schema: dict[str, Any] | None, **extra: Any) -> Any:
+        """Pause the run at ``path`` (an interrupt node, or a tool call awaiting approval) until
+        :meth:`deliver` hands it a value; the run is stored as interrupted meanwhile."""
+        if path in self.resume_values:  # resumed from the store with this value
+            return self.resume_values.pop(path)
+        info = {"node": path, "prompt": prompt, "schema": schema, **extra}
+        await self.durable()
+        waiter = self.waiters[path] = anyio.Event()
+        self.emit(RunInterrupted, node=path, prompt=prompt, value_schema=schema)
+        await self.services.interrupted(self, path, info)
+        await waiter.wait()
+        value = self.resume_values.pop(path)
+        self.emit(RunResumed, node=path)
         return value
+
+    def recall(self, key: str) -> tuple[bool, Any]:
+        """``(True, value)`` if :meth:`remember` stored ``key`` in this run (this process or a previous one)."""
+        return (True, self.decisions[key]) if key in self.decisions else (False, None)
+
+    def remember(self, key: str, value: Any) -> None:
+        """Record ``value`` under ``key`` in the run's store, so a resumed run replays it instead of redoing
+        the work (an agent's LLM turns and tool results)."""
+        value = leaf.jsonable(value)
+        self.decisions[key] = value
+        self.services.store.append_nowait(self.run_id, nodes=[NodeRecord(self.run_id, key, "decision", output=value)])
 
     def deliver(self, path: str, value: Any) -> None:
         """Hand a resume value to the interrupt node waiting at ``path``."""

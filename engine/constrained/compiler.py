@@ -267,7 +267,7 @@ def _canonical(spec: ConstraintSpec, field: str) -> str:
         return spec.grammar
     if spec.tool_calls is not None:
         tc = spec.tool_calls
-        value: object = [tc.tools, tc.tool_choice, tc.parallel, tc.format]
+        value: object = [tc.tools, tc.tool_choice, tc.parallel, tc.format, tc.min_calls, tc.call_limit]
     else:
         value = spec.json_schema if spec.json_schema is not None else spec.choices
     try:

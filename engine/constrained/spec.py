@@ -89,6 +89,10 @@ class ToolCallSpec:
     at most whatever this says (see ``engine/constrained/toolcall.py``)."""
     format: str | None = None
     """``hermes``, ``llama3_json``, or None: detect from the model's chat template at compile time."""
+    min_calls: int = 1
+    """When the turn makes calls, it makes at least this many (``required``: always)."""
+    call_limit: int | None = None
+    """At most this many calls in a turn (None: no limit beyond ``parallel``)."""
     _parameters: dict[str, dict[str, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +110,18 @@ class ToolCallSpec:
         if not isinstance(self.parallel, bool):
             raise InvalidRequestError(f"must be a bool, got {type(self.parallel).__name__}",
                                       field="constraint.tool_calls.parallel")
+        for name in ("min_calls", "call_limit"):
+            value = getattr(self, name)
+            if value is None and name == "call_limit":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"must be a positive integer, got {value!r}",
+                                          field=f"constraint.tool_calls.{name}")
+        limit = self.max_calls
+        if limit is not None and limit > 0 and self.min_calls > limit:
+            raise InvalidRequestError(f"asks for at least {self.min_calls} calls but this turn allows at most "
+                                      f"{limit} (tool_choice {self.mode}, parallel={self.parallel}, "
+                                      f"call_limit={self.call_limit})", field="constraint.tool_calls.min_calls")
         if self.format is not None and self.format not in TOOL_CALL_FORMATS:
             raise InvalidRequestError(f"unknown tool-call format {self.format!r}; use one of "
                                       f"{', '.join(TOOL_CALL_FORMATS)} (or None to detect it from the chat template)",
@@ -155,13 +171,13 @@ class ToolCallSpec:
 
     @property
     def max_calls(self) -> int | None:
-        """How many calls ``tool_choice`` and ``parallel`` let one turn make: None for any number, else
-        1 (0 for ``none``). The ``llama3_json`` format makes one at most in any case."""
+        """How many calls ``tool_choice``, ``parallel`` and ``call_limit`` let one turn make: None for any
+        number (0 for ``none``). The ``llama3_json`` format makes one at most in any case."""
         if self.mode == "none":
             return 0
         if self.mode == "named" or not self.parallel:
             return 1
-        return None
+        return self.call_limit
 
     def parameters(self, name: str) -> dict[str, Any]:
         """The JSON Schema of tool ``name``'s arguments (``KeyError`` if there is no such tool)."""

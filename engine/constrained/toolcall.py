@@ -149,15 +149,28 @@ def _hermes_lark(spec: ToolCallSpec) -> str:
     if not names:  # "none", or "auto" without tools
         return "\n".join(["%llguidance {}", "start: TEXT?", _HERMES_TEXT]) + "\n"
     start = {"auto": "start: TEXT? calls?", "required": "start: calls", "named": "start: call"}[spec.mode]
-    calls = "calls: call" if spec.max_calls == 1 else r'calls: call ("\n" call)*'
+    calls = "calls: call" + _more_calls(spec.min_calls, spec.max_calls)
     return "\n".join(["%llguidance {}", start, calls, _HERMES_TEXT,
                       r'call: <tool_call> "\n" fn "\n" </tool_call>', *_function_rules(spec, "arguments")]) + "\n"
+
+
+def _more_calls(least: int, most: int | None) -> str:
+    """The grammar after a turn's first call: between ``least - 1`` and ``most - 1`` more (no bound for None)."""
+    if most == 1:
+        return ""
+    low = max(least - 1, 0)
+    if most is None:
+        return r' ("\n" call)*' if low == 0 else rf' ("\n" call){{{low},}}'
+    return rf' ("\n" call){{{low},{most - 1}}}'
 
 
 def _llama3_lark(spec: ToolCallSpec) -> str:
     names = spec.callable_names
     if not names:
         return "\n".join(["%llguidance {}", "start: TEXT", _LLAMA_TEXT]) + "\n"
+    if spec.min_calls > 1:
+        raise InvalidRequestError(f"min_calls={spec.min_calls}, but the llama3_json format makes one call at most",
+                                  field=f"{_FIELD}.min_calls")
     if spec.parallel and spec.mode in ("auto", "required"):
         log.debug("llama3_json makes one tool call at most; parallel=True allows no more")
     start = "start: TEXT | fn" if spec.mode == "auto" else "start: fn"
