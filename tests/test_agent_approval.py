@@ -92,3 +92,27 @@ async def test_an_approval_after_a_restart_replays_the_recorded_turn(llm: LocalE
     assert deleted == [asked["arguments"]["path"]]  # the call the model made before the restart, run once
     usage = [e for e in events if e.event == "llm.usage"]
     assert len(usage) == 2  # the first turn was replayed from the store, not generated again; then the answer
+
+
+async def test_a_tool_node_that_requires_approval_waits_for_it() -> None:
+    ran: list[str] = []
+
+    @tool(requires_approval=True)
+    def wire_money(amount: int) -> str:
+        """Send money."""
+        ran.append(str(amount))
+        return "sent"
+
+    wf = Workflow("pay")
+    wf.tool("pay", wire_money, args={"amount": 5})
+    async with Runtime(store=":memory:") as rt:
+        paused = await rt.run(wf)
+        assert paused.status == "interrupted" and ran == []
+        assert paused.interrupt is not None and paused.interrupt["arguments"] == {"amount": 5}
+        await rt.resume(paused.run_id, {"approved": True})
+        assert (await rt.wait(paused.run_id)).status == "completed" and ran == ["5"]
+
+        refused = await rt.run(wf)
+        await rt.resume(refused.run_id, False)
+        record = await rt.wait(refused.run_id)
+    assert record.status == "failed" and "not approved" in (record.error or "") and ran == ["5"]
