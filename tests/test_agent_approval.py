@@ -4,7 +4,6 @@ them instead of asking the model again. Real demo engine, real SQLite file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,6 @@ from pydantic import Field
 
 from agentflow import LocalEngine, Runtime, Workflow
 from agentflow.tool import Tool, tool
-from engine import AsyncEngine, Engine
 
 pytestmark = pytest.mark.anyio
 
@@ -23,11 +21,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def llm(demo_path: Any) -> Iterator[LocalEngine]:
-    engine = AsyncEngine(engine=Engine("demo", max_kv_tokens=8192))
-    yield LocalEngine(engine)
-    engine.shutdown()
+@pytest.fixture
+def llm(demo_llm: LocalEngine) -> LocalEngine:
+    return demo_llm
 
 
 def deleter(log: list[str]) -> Tool:
