@@ -4,7 +4,7 @@ model built into a per-session cache directory."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,14 +39,3 @@ def demo_path() -> Path:
     from engine.demo import demo_path
 
     return demo_path()
-
-
-@pytest.fixture(scope="module")
-def demo_llm(demo_path: Path) -> Iterator[object]:
-    """A ``LocalEngine`` over one demo engine for the module (passed in, so ``LocalEngine`` does not own it)."""
-    from agentflow import LocalEngine
-    from engine import AsyncEngine, Engine
-
-    engine = AsyncEngine(engine=Engine("demo", max_kv_tokens=16384))
-    yield LocalEngine(engine)
-    engine.shutdown()

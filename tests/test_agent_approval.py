@@ -4,6 +4,7 @@ them instead of asking the model again. Real demo engine, real SQLite file."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from pydantic import Field
 
 from agentflow import LocalEngine, Runtime, Workflow
 from agentflow.tool import Tool, tool
+from engine import AsyncEngine, Engine
 
 pytestmark = pytest.mark.anyio
 
@@ -21,9 +23,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def llm(demo_llm: LocalEngine) -> LocalEngine:
-    return demo_llm
+@pytest.fixture(scope="module")
+def llm(demo_path: Any) -> Iterator[LocalEngine]:
+    engine = AsyncEngine(engine=Engine("demo", max_kv_tokens=8192))
+    yield LocalEngine(engine)
+    engine.shutdown()
 
 
 def deleter(log: list[str]) -> Tool:

@@ -4,10 +4,13 @@ and over Streamable HTTP, configured on the Runtime and named from YAML as ``mcp
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from agentflow import LocalEngine, Runtime, load_yaml
+from engine import AsyncEngine, Engine
 from tests.test_mcp_tools import SERVER_SCRIPT, http_server
 from tools.mcp import MCPServer
 
@@ -34,9 +37,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def llm(demo_llm: LocalEngine) -> LocalEngine:
-    return demo_llm
+@pytest.fixture(scope="module")
+def llm(demo_path: Any) -> Iterator[LocalEngine]:
+    engine = AsyncEngine(engine=Engine("demo", max_kv_tokens=8192))
+    yield LocalEngine(engine)
+    engine.shutdown()
 
 
 def expected_alert(region: str) -> set[str]:

@@ -9,6 +9,7 @@ dispatch modes see the very same calls.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import anyio
@@ -18,6 +19,7 @@ from pydantic import Field
 from agentflow import LocalEngine, Runtime, Workflow
 from agentflow.runtime.events import EventBase
 from agentflow.tool import Tool, tool
+from engine import AsyncEngine, Engine
 
 pytestmark = pytest.mark.anyio
 
@@ -45,9 +47,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def llm(demo_llm: LocalEngine) -> LocalEngine:
-    return demo_llm
+@pytest.fixture(scope="module")
+def llm(demo_path: Any) -> Iterator[LocalEngine]:
+    engine = AsyncEngine(engine=Engine("demo", max_kv_tokens=16384))
+    yield LocalEngine(engine)
+    engine.shutdown()
 
 
 @tool(side_effects=False)
