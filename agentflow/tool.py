@@ -162,6 +162,11 @@ class Tool:
         return anyio.CapacityLimiter(self.max_concurrency) if self.max_concurrency else None
 
     @functools.cached_property
+    def _good_keys(self) -> set[tuple[str, ...]]:
+        """Argument name lists that passed :meth:`check_arguments`."""
+        return set()
+
+    @functools.cached_property
     def _keywords(self) -> tuple[frozenset[str], frozenset[str], bool]:
         """(accepted keyword names, required ones, takes **kwargs) — checked on every call, so precomputed."""
         params = self.signature.parameters.values()
@@ -188,7 +193,11 @@ class Tool:
             raise ToolArgumentError(f"tool {self.name!r}: arguments must be an object, got {type(arguments).__name__}")
         if "ctx" in arguments and self.wants_context:
             raise ToolArgumentError(f"tool {self.name!r}: 'ctx' is supplied by agentflow, not by the caller")
-        self.check_arguments(arguments)
+        keys = tuple(arguments)
+        if keys not in self._good_keys:  # the name check runs once per distinct argument list (hot path)
+            self.check_arguments(arguments)
+            if len(self._good_keys) < 64:
+                self._good_keys.add(keys)
         if self.args_model is None:
             if self.parameters.get("properties"):
                 error = schema_error(self.parameters, dict(arguments))
