@@ -43,6 +43,21 @@ class EngineConfig:
     append its tokens without sampling them and compute their K/V in one multi-token step. The
     output is the same token for token; it takes fewer steps. Requests that ask for logprobs decode
     forced tokens one by one regardless (fast-forward computes no logits at forced positions)."""
+    load_format: str = "auto"
+    """``auto`` reads the checkpoint's safetensors; ``dummy`` builds random weights from ``config.json``
+    alone (benchmarks of a model's shape without its weights)."""
+    cuda_graphs: bool = True
+    """On CUDA, replay captured CUDA graphs for decode-only steps (batch sizes up to
+    ``cuda_graph_max_batch``, padded to the next captured size). Off: every step runs eagerly."""
+    cuda_graph_max_batch: int = 256
+    """Largest decode batch run through a CUDA graph; larger batches run eagerly."""
+    record_gpu_timeline: bool = False
+    """Record CUDA events around every forward pass so ``Engine.gpu_idle_gaps`` can report how long
+    the GPU waited for the CPU between steps (benchmarks; costs a little per step)."""
+    overlap: bool | None = None
+    """Detokenize a step's tokens and build their deltas while the GPU runs the next step, for
+    requests without stop strings (whose text cannot end them); their deltas arrive one step later.
+    Default: on for CUDA, off on CPU (nothing to overlap with)."""
     mask_threads: int | None = None
     """Worker threads filling grammar masks while the forward pass runs; 0 fills them after the
     forward, on the engine thread (no overlap). Default: half the CPU cores, from 1 to 4."""
@@ -55,6 +70,14 @@ class EngineConfig:
         if self.kv_memory_fraction is not None and not 0 < self.kv_memory_fraction <= 1:
             raise ValueError(f"kv_memory_fraction must be in (0, 1], got {self.kv_memory_fraction}")
         _positive("mask_threads", self.mask_threads, allow_none=True, allow_zero=True)
+        _positive("cuda_graph_max_batch", self.cuda_graph_max_batch)
+        if self.load_format not in ("auto", "dummy"):
+            raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
+        if self.overlap is not None and not isinstance(self.overlap, bool):
+            raise ValueError(f"overlap must be True, False or None, got {self.overlap!r}")
+        for name in ("cuda_graphs", "record_gpu_timeline"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.fast_forward, bool):
             raise ValueError(f"fast_forward must be True or False, got {self.fast_forward!r}")
         if not isinstance(self.seed, int):

@@ -94,7 +94,7 @@ class Engine:
         cfg = self.config
         self.device = _device(cfg.device)
         path = resolve_model_path(cfg.model)
-        self.model = load_model(path, device=self.device, dtype=cfg.dtype)
+        self.model = load_model(path, device=self.device, dtype=cfg.dtype, load_format=cfg.load_format)
         mcfg = self.model.config
         tok_path = resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path
         self.tokenizer = Tokenizer(tok_path) if Tokenizer.find(tok_path) else None
@@ -113,12 +113,18 @@ class Engine:
         max_pinned = cfg.max_pinned_tokens if cfg.max_pinned_tokens is not None else num_slots // 2
         self.cache = RadixCache(self.allocator, max_pinned_tokens=max_pinned) if cfg.enable_prefix_cache else None
         self.scheduler = Scheduler(cfg.scheduler_config(), self.allocator, self.cache)
-        self.runner = ModelRunner(self.model, self.kv, self.device)
+        self.runner = ModelRunner(self.model, self.kv, self.device, max_sequences=cfg.max_running,
+                                  max_context=self.max_model_len, cuda_graphs=cfg.cuda_graphs,
+                                  cuda_graph_max_batch=cfg.cuda_graph_max_batch,
+                                  record_timeline=cfg.record_gpu_timeline)
         vocab_limit = self.tokenizer.vocab_size if self.tokenizer else None
         self.logit_width = mcfg.vocab_size
         """Logit rows of the model (grammar masks are this wide; may exceed the tokenizer's vocabulary)."""
         self.sampler = Sampler(seed=cfg.seed, vocab_limit=vocab_limit, mask_threads=cfg.resolved_mask_threads(),
                                pin_memory=self.device.type == "cuda")
+        self.overlap = cfg.overlap if cfg.overlap is not None else self.device.type == "cuda"
+        self._untexted: list[Sequence] = []
+        """Running requests whose newest tokens await their text (``overlap``)."""
         self._seqs: dict[str, Sequence] = {}
         self._fresh: list[Sequence] = []
         """Added since the last step and fast-forwarded: the grammar may force their first tokens."""
@@ -207,11 +213,13 @@ class Engine:
         if seq is None:
             raise RequestNotFoundError(f"no request {request_id!r} in flight", field="request_id")
         self.scheduler.abort(seq)
+        self.runner.release(seq)
+        self._text(seq)
         seq.finish_reason = "abort"
         return self._delta(seq, final=True)
 
     def has_work(self) -> bool:
-        return self.scheduler.has_work()
+        return self.scheduler.has_work() or bool(self._untexted)
 
     # ---- the step -------------------------------------------------------------------------
 
@@ -232,9 +240,11 @@ class Engine:
         """
         deltas = self._fast_forward_fresh() if self._fresh else []
         step = self.scheduler.schedule()
+        for seq in step.retracted:
+            self.runner.release(seq)
         deltas += [self._end(seq) for seq in step.finished]
         if not step.chunks:
-            return deltas
+            return deltas + self._catch_up_text()
         self._steps += 1
         sampled = [c for c in step.chunks if c.sample]
         rows = [self._sampling_row(c) for c in sampled]
@@ -246,25 +256,51 @@ class Engine:
                 with contextlib.suppress(Exception):
                     masks.wait()
             raise
+        deltas += self._catch_up_text()  # the forward is queued on the GPU: this CPU work overlaps it
         if not sampled:  # every chunk was a partial prefill
             return deltas
         result = self.sampler.sample(logits, rows, masks)
         for i, (chunk, token) in enumerate(zip(sampled, result.token_ids, strict=True)):
             logprob = result.logprobs[i] if result.logprobs is not None else None
-            deltas.append(self._postprocess(chunk.seq, token, logprob))
+            delta = self._postprocess(chunk.seq, token, logprob)
+            if delta is not None:
+                deltas.append(delta)
         return deltas
+
+    def _catch_up_text(self) -> list[Delta]:
+        """Detokenize the tokens the last step appended without text, and report them."""
+        if not self._untexted:
+            return []
+        untexted, self._untexted = self._untexted, []
+        deltas = []
+        for seq in untexted:
+            if seq.request_id in self._seqs and not seq.finished:  # not aborted meanwhile
+                self._text(seq)
+                deltas.append(self._delta(seq, final=False))
+        return deltas
+
+    @staticmethod
+    def _text(seq: Sequence) -> None:
+        if seq.untexted:
+            for token in seq.untexted:
+                seq.detok.push(token)  # no stop strings (else nothing is deferred): no hit to act on
+            seq.untexted.clear()
 
     def _sampling_row(self, chunk: Chunk) -> SamplingRow:
         seq = chunk.seq
         return SamplingRow(seq.params, seq.num_output, seq.prompt_ids,
                            seq.output_ids if seq.params.has_penalties else (), seq.constraint)
 
-    def _postprocess(self, seq: Sequence, token: int, logprob: float | None) -> Delta:
-        """Take the sampled ``token``, then the tokens the grammar forces after it."""
+    def _postprocess(self, seq: Sequence, token: int, logprob: float | None) -> Delta | None:
+        """Take the sampled ``token``, then the tokens the grammar forces after it. None when the
+        delta waits for its text (``overlap``): the next step reports it."""
         if logprob is not None and seq.params.logprobs:
             seq.logprobs.append(logprob)
         done = self._push(seq, token) or (seq.fast_forward and self._fast_forward(seq))
         if not done:
+            if seq.untexted:
+                self._untexted.append(seq)
+                return None
             return self._delta(seq, final=False)
         self.scheduler.finish(seq)
         return self._end(seq)
@@ -301,7 +337,12 @@ class Engine:
         elif token in self.eos_token_ids and not params.ignore_eos:
             seq.finish_reason = "stop"
         else:
-            hit = seq.detok.push(token) if seq.detok is not None else None
+            hit = None
+            if seq.detok is not None:
+                if self.overlap and not params.stop:  # text cannot end this request: make it later
+                    seq.untexted.append(token)
+                else:
+                    hit = seq.detok.push(token)
             if hit is not None:
                 seq.finish_reason, seq.stop_reason = "stop", hit
             elif seq.constraint is not None and seq.constraint.is_terminated():
@@ -312,6 +353,8 @@ class Engine:
 
     def _end(self, seq: Sequence) -> Delta:
         self._seqs.pop(seq.request_id, None)
+        self.runner.release(seq)
+        self._text(seq)
         if seq.detok is not None and seq.stop_reason is None:
             seq.detok.finish()
         return self._delta(seq, final=True)
@@ -390,6 +433,7 @@ class Engine:
             logits = self.runner.forward([Chunk(seq, 0, n, True)], all_logits=True)
             return logits.clone()  # an ordinary tensor, not an inference-mode one
         finally:
+            self.runner.release(seq)
             self.allocator.free(seq.slots)
 
     # ---- sessions and stats ---------------------------------------------------------------
@@ -416,6 +460,14 @@ class Engine:
             generated_tokens=self._generated, retractions=s.stats.retractions,
             chunked_prefills=s.stats.chunked_prefills, steps=self._steps, forced_tokens=self._forced,
         )
+
+    def gpu_idle_gaps(self) -> list[float]:
+        """Seconds the GPU sat idle between consecutive forward passes since the last call (needs
+        ``record_gpu_timeline=True`` on CUDA; empty otherwise). Synchronises the device."""
+        gaps = self.runner.gpu_idle_gaps()
+        if self.runner.timeline is not None:
+            self.runner.timeline.events.clear()
+        return gaps
 
     def sequence(self, request_id: str) -> Sequence:
         try:

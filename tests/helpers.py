@@ -54,6 +54,7 @@ def assert_no_leaks(engine) -> None:  # type: ignore[no-untyped-def]
         assert all(node.lock_ref == 0 for node in engine.cache.nodes())
         assert stats.evictable_tokens == stats.cached_tokens - stats.pinned_tokens
     assert stats.kv_free + stats.cached_tokens == stats.kv_total
+    assert engine.runner.slot_table.rows_in_use == 0  # every slot-table row went back
 
 
 class ForceTokens:

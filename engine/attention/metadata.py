@@ -1,8 +1,9 @@
 """Per-step attention metadata, built once by the model runner and read by every layer.
 
 The step's tokens are flattened into rows ``0 .. T-1``. Sequences with one new token (decodes)
-are attended as one padded group; sequences with several (prefill chunks) one by one. A
-sequence's context is ``slots[:ctx]`` of the KV pool, in position order, new tokens included.
+are attended as one group; sequences with several (prefill chunks) one by one. A sequence's
+context is ``table[row, :ctx]`` of the slot table (``slot_table.py``), in position order, new
+tokens included.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ import torch
 class DecodeGroup:
     rows: torch.Tensor
     """long [B]: row of each decode token in the step."""
-    slot_table: torch.Tensor
-    """long [B, L]: context slots per sequence, padded with the pool's pad slot to L = max ctx."""
+    seq_rows: torch.Tensor
+    """[B]: each sequence's row in the slot table."""
     lengths: torch.Tensor
-    """long [B]: context length per sequence (the query sits at position length - 1)."""
+    """[B]: context length per sequence (the query sits at position length - 1)."""
+    max_length: int
+    """The longest context; 0 where unknown (a captured CUDA graph serves any lengths)."""
+    splits: int = 1
+    """Spans per context for the GPU kernel (split-K)."""
+    whole_step: bool = False
+    """Every row of the step is a decode, in order: queries need no gather."""
 
 
 @dataclass
@@ -39,15 +46,22 @@ class AttentionMetadata:
     """long [T]: where each row's new K/V is written."""
     decode: DecodeGroup | None
     prefills: list[PrefillSeq]
+    table: torch.Tensor
+    """int32 [R, W]: the slot table (``engine.attention.slot_table``)."""
     _masks: dict[tuple[object, ...], torch.Tensor] = field(default_factory=dict)
+
+    def decode_slots(self) -> torch.Tensor:
+        """long [B, max_length]: context slots per decode sequence, padded with the table's pad."""
+        assert self.decode is not None and self.decode.max_length > 0
+        return self.table[self.decode.seq_rows.long(), : self.decode.max_length].long()
 
     def decode_mask(self, window: int | None) -> torch.Tensor:
         """bool [B, 1, 1, L], True where the query may attend."""
         key = ("decode", window)
         if key not in self._masks:
             assert self.decode is not None
-            lengths = self.decode.lengths.unsqueeze(1)  # [B, 1]
-            k_pos = torch.arange(self.decode.slot_table.shape[1], device=lengths.device).unsqueeze(0)
+            lengths = self.decode.lengths.long().unsqueeze(1)  # [B, 1]
+            k_pos = torch.arange(self.decode.max_length, device=lengths.device).unsqueeze(0)
             keep = k_pos < lengths
             if window is not None:
                 keep &= k_pos > lengths - 1 - window
@@ -71,31 +85,31 @@ class AttentionMetadata:
         return self._masks[key]
 
 
-def build_metadata(chunks: list[tuple[int, int, list[int]]], pad_slot: int,
-                   device: torch.device) -> AttentionMetadata:
-    """chunks: ``(start, length, context_slots)`` per sequence, in row order; ``context_slots``
-    covers positions ``0 .. start + length - 1``."""
+def build_metadata(chunks: list[tuple[int, int, int, list[int]]], table: torch.Tensor,
+                   device: torch.device, *, splits: int = 1) -> AttentionMetadata:
+    """chunks: ``(start, length, table_row, slots)`` per sequence, in row order; the table row
+    already holds the context slots of positions ``0 .. start + length - 1`` (``slots`` too)."""
     slot_mapping: list[int] = []
     decode_rows: list[int] = []
-    decode_slots: list[list[int]] = []
+    seq_rows: list[int] = []
+    lengths: list[int] = []
     prefills: list[PrefillSeq] = []
     row = 0
-    for start, length, slots in chunks:
+    for start, length, table_row, slots in chunks:
         slot_mapping.extend(slots[start:start + length])
         if length == 1:
             decode_rows.append(row)
-            decode_slots.append(slots)
+            seq_rows.append(table_row)
+            lengths.append(start + 1)
         else:
-            prefills.append(PrefillSeq(row, length, start,
-                                       torch.tensor(slots, dtype=torch.long, device=device)))
+            prefills.append(PrefillSeq(row, length, start, table[table_row, : start + length].long()))
         row += length
     decode = None
     if decode_rows:
-        width = max(len(s) for s in decode_slots)
-        table = [s + [pad_slot] * (width - len(s)) for s in decode_slots]
         decode = DecodeGroup(
             rows=torch.tensor(decode_rows, dtype=torch.long, device=device),
-            slot_table=torch.tensor(table, dtype=torch.long, device=device),
-            lengths=torch.tensor([len(s) for s in decode_slots], dtype=torch.long, device=device),
+            seq_rows=torch.tensor(seq_rows, dtype=torch.int32, device=device),
+            lengths=torch.tensor(lengths, dtype=torch.int32, device=device),
+            max_length=max(lengths), splits=splits, whole_step=not prefills,
         )
-    return AttentionMetadata(torch.tensor(slot_mapping, dtype=torch.long, device=device), decode, prefills)
+    return AttentionMetadata(torch.tensor(slot_mapping, dtype=torch.long, device=device), decode, prefills, table)

@@ -27,12 +27,25 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     out = torch.empty_like(q)
     if meta.decode is not None:
         d = meta.decode
-        qd = q[d.rows].unsqueeze(2)  # [B, heads, 1, D]
-        kd = k_cache[d.slot_table].transpose(1, 2)  # [B, kv_heads, L, D]
-        vd = v_cache[d.slot_table].transpose(1, 2)
-        od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask(window),
-                                            scale=scale, enable_gqa=True)
-        out[d.rows] = od.squeeze(2)
+        out[d.rows] = decode_attention(q[d.rows], k_cache, v_cache, meta, scale=scale, window=window)
+    prefill_attention(q, k_cache, v_cache, meta, out, scale=scale, window=window)
+    return out
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+                     *, scale: float, window: int | None) -> torch.Tensor:
+    """The decode group's queries q [B, heads, head_dim] → o [B, heads, head_dim]."""
+    slots = meta.decode_slots()  # [B, L]
+    kd = k_cache[slots].transpose(1, 2)  # [B, kv_heads, L, D]
+    vd = v_cache[slots].transpose(1, 2)
+    od = F.scaled_dot_product_attention(q.unsqueeze(2), kd, vd, attn_mask=meta.decode_mask(window),
+                                        scale=scale, enable_gqa=True)
+    return od.squeeze(2)
+
+
+def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+                      out: torch.Tensor, *, scale: float, window: int | None) -> None:
+    """Each prefill chunk's rows of ``out``: causal attention over its cached prefix and itself."""
     for i, p in enumerate(meta.prefills):
         qp = q[p.row_start:p.row_start + p.length].transpose(0, 1)  # [heads, n, D]
         kp = k_cache[p.slots].transpose(0, 1)  # [kv_heads, ctx, D]
@@ -41,4 +54,3 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, is_causal=mask is None,
                                             scale=scale, enable_gqa=True)
         out[p.row_start:p.row_start + p.length] = op.transpose(0, 1)
-    return out

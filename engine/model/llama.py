@@ -5,6 +5,10 @@ prefill chunks and decodes mixed); attention finds each sequence's context throu
 ``AttentionMetadata`` and the KV pool. q/k/v and gate/up projections are fused (one matmul
 each); the loader splits checkpoint tensors into them. Operation order follows transformers so
 float32 logits agree to rounding.
+
+On CUDA the small operations run as fused Triton kernels (``engine/kernels/``): residual add +
+RMSNorm, SiLU·mul, and rotary embedding with the K/V write into the pool; the CPU path is plain
+torch. Both compute the same roundings in the same order.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from engine.model.rope import Rotary, apply_rotary
 
 @dataclass
 class ForwardContext:
-    """What every layer of one forward pass shares; made by the runner, once per step."""
+    """What every layer of one forward pass shares; made by the model, once per step."""
 
     meta: AttentionMetadata
     kv: KVPool
-    cos: torch.Tensor
-    sin: torch.Tensor
+    positions: torch.Tensor
+    inv_freq: torch.Tensor
+    cos: torch.Tensor | None
+    """[T, 1, head_dim] (CPU path; the CUDA kernel computes its own)."""
+    sin: torch.Tensor | None
 
 
 class RMSNorm(nn.Module):
@@ -40,10 +47,23 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x / sqrt(mean(x^2) + eps) in float32, then scaled by the weight in x's dtype.
+        if x.is_cuda and x.dim() == 2:
+            from engine.kernels.norm import rms_norm
+
+            return rms_norm(x, self.weight, self.eps)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(norm(x + residual), x + residual)``: the residual stream's add, then this norm."""
+        if x.is_cuda:
+            from engine.kernels.norm import fused_add_rms_norm
+
+            return fused_add_rms_norm(x, residual, self.weight, self.eps)
+        residual = residual + x
+        return self(residual), residual
 
 
 class Attention(nn.Module):
@@ -68,9 +88,14 @@ class Attention(nn.Module):
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
         k_cache, v_cache = ctx.kv.k[self.layer], ctx.kv.v[self.layer]
-        write_kv(k_cache, v_cache, k, v, ctx.meta.slot_mapping)
+        if ctx.cos is None or ctx.sin is None:  # CUDA: one kernel rotates q in place and writes K/V
+            from engine.kernels.rotary import rotary_store_kv
+
+            rotary_store_kv(q, k, v, ctx.positions, ctx.inv_freq, k_cache, v_cache, ctx.meta.slot_mapping)
+        else:
+            q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
+            write_kv(k_cache, v_cache, k, v, ctx.meta.slot_mapping)
         o = paged_attention(q, k_cache, v_cache, ctx.meta, scale=self.scale, window=self.window)
         return self.o_proj(o.reshape(tokens, self.q_size))
 
@@ -82,7 +107,12 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if gate_up.is_cuda:
+            from engine.kernels.activation import silu_and_mul
+
+            return self.down_proj(silu_and_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -94,9 +124,17 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), ctx)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None,
+                ctx: ForwardContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: the previous layer's MLP output (the embeddings for the first layer), not yet added
+        to ``residual``. Returns this layer's MLP output and the residual stream before it."""
+        if residual is None:
+            residual, h = x, self.input_layernorm(x)
+        else:
+            h, residual = self.input_layernorm.add_forward(x, residual)
+        h = self.self_attn(h, ctx)
+        h, residual = self.post_attention_layernorm.add_forward(h, residual)
+        return self.mlp(h), residual
 
 
 class Backbone(nn.Module):
@@ -131,11 +169,14 @@ class LlamaForCausalLM(nn.Module):
                 kv: KVPool) -> torch.Tensor:
         """input_ids, positions long [T] → hidden states [T, hidden]."""
         x = self.model.embed_tokens(input_ids)
-        cos, sin = self.rotary.cos_sin(positions, x.dtype)
-        ctx = ForwardContext(meta, kv, cos, sin)
+        inv_freq = self.rotary.inv_freq(positions.device)
+        cos, sin = (None, None) if x.is_cuda else self.rotary.cos_sin(positions, x.dtype)
+        ctx = ForwardContext(meta, kv, positions, inv_freq, cos, sin)
+        residual = None
         for layer in self.model.layers:
-            x = layer(x, ctx)
-        return self.model.norm(x)
+            x, residual = layer(x, residual, ctx)
+        assert residual is not None
+        return self.model.norm.add_forward(x, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] → float32 logits [N, vocab]."""

@@ -90,15 +90,23 @@ def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
                     bar.update(tensor.numel() * tensor.element_size())
 
 
-def load_model(path: str | Path, *, device: torch.device,
-               dtype: str | torch.dtype | None = None) -> LlamaForCausalLM:
+LOAD_FORMATS = ("auto", "dummy")
+
+
+def load_model(path: str | Path, *, device: torch.device, dtype: str | torch.dtype | None = None,
+               load_format: str = "auto") -> LlamaForCausalLM:
+    """``load_format="dummy"`` needs only ``config.json``: the weights are random (benchmarks)."""
     path = Path(path).expanduser()
     cfg = read_config(path)
     torch_dtype = resolve_dtype(dtype, cfg, device)
-    files = safetensors_files(path)
+    if load_format not in LOAD_FORMATS:
+        raise ValueError(f"load_format must be one of {', '.join(LOAD_FORMATS)}, got {load_format!r}")
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
     model = model.to(dtype=torch_dtype).to_empty(device=device)
+    if load_format == "dummy":
+        return _random_weights(model, path, torch_dtype, device)
+    files = safetensors_files(path)
     expected = model.expected_weights()
     try:
         filled, ignored = model.load_weights(_iter_tensors(files))
@@ -117,4 +125,21 @@ def load_model(path: str | Path, *, device: torch.device,
     model.eval().requires_grad_(False)
     log.info("loaded %s (%s, %d layers) from %s as %s on %s", cfg.architecture, cfg.family.name,
              cfg.num_layers, path, torch_dtype, device)
+    return model
+
+
+def _random_weights(model: LlamaForCausalLM, path: Path, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    """Fill every parameter with seeded noise of a checkpoint's scale (norm weights 1): outputs are
+    token salad, but every kernel sees realistic magnitudes, never zeros."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    for name, param in model.named_parameters():
+        if name.endswith("norm.weight"):
+            param.data.fill_(1.0)
+        else:
+            param.data.normal_(0.0, 0.02, generator=gen)
+    if model.config.tie_word_embeddings:
+        model.tie_weights()
+    model.eval().requires_grad_(False)
+    log.info("built %s with random weights (load_format=dummy) from %s as %s on %s",
+             model.config.architecture, path / "config.json", dtype, device)
     return model

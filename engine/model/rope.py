@@ -49,11 +49,16 @@ class Rotary:
         self._inv_freq_cpu = inv_frequencies(rope, head_dim)
         self._inv_freq: dict[torch.device, torch.Tensor] = {}
 
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
+        """float32 [head_dim / 2] on ``device``."""
+        inv_freq = self._inv_freq.get(device)
+        if inv_freq is None:
+            inv_freq = self._inv_freq[device] = self._inv_freq_cpu.to(device)
+        return inv_freq
+
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions long [T] → cos, sin [T, 1, head_dim] in ``dtype`` (broadcast over heads)."""
-        inv_freq = self._inv_freq.get(positions.device)
-        if inv_freq is None:
-            inv_freq = self._inv_freq[positions.device] = self._inv_freq_cpu.to(positions.device)
+        inv_freq = self.inv_freq(positions.device)
         freqs = positions.float().unsqueeze(-1) * inv_freq  # [T, head_dim / 2]
         emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
         return emb.cos().to(dtype).unsqueeze(1), emb.sin().to(dtype).unsqueeze(1)
