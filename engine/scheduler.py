@@ -17,6 +17,11 @@ takes the prefill path, so they run as one chunk (within the chunk budget) that 
    Admission matches the longest cached prefix, locks it, and requires that every admitted
    sequence's remaining tokens plus a reserve for its future output (``reserve_ratio`` of its
    remaining ``max_new_tokens``) fit in free + evictable slots.
+
+Before the phases, the prompt K/V that the previous step's prefill chunks computed enters the
+radix cache (locked by its sequence while it runs), so a request admitted later shares a prefix
+that a running request computed, instead of waiting for it to finish: 64 sessions sent at once
+with one system prompt compute that prompt once, not 64 times.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.stats = SchedulerStats()
         self._session_ttl: dict[str, float] = {}
+        self._prefilled_last_step: list[Sequence] = []
 
     # ---- requests in and out --------------------------------------------------------------
 
@@ -151,6 +157,9 @@ class Scheduler:
         step = Step()
         if self.cache is not None:
             self.cache.expire_pins()
+            for seq in self._prefilled_last_step:
+                self._share(seq)
+        self._prefilled_last_step = []
         self._schedule_decodes(step)
         budget = self.config.chunk_size
         for seq in self.running:
@@ -191,7 +200,28 @@ class Scheduler:
                 if seq.num_chunks > 1:
                     self.stats.chunked_prefills += 1
         step.chunks.append(Chunk(seq, start, n, sample))
+        if n > 1:
+            self._prefilled_last_step.append(seq)
         return n
+
+    def _share(self, seq: Sequence) -> None:
+        """Put ``seq``'s computed K/V into the cache now, while it runs (it keeps it locked)."""
+        assert self.cache is not None
+        n = seq.num_computed
+        if seq.status is not Status.RUNNING or n <= seq.num_tree:
+            return
+        existing, node = self.cache.insert(seq.token_ids[:n], seq.slots[:n])
+        self.cache.lock(node)
+        if seq.prefix_node is not None:
+            self.cache.unlock(seq.prefix_node)
+        seq.prefix_node = node
+        if existing > seq.num_tree:
+            # Another request cached some of these positions first: use its K/V, free our copies.
+            # A new list (never an edit in place): the slot table rewrites the sequence's row.
+            duplicates = seq.slots[seq.num_tree:existing]
+            seq.slots = self.cache.match_prefix(seq.token_ids[:n]).slots + seq.slots[n:]
+            self.allocator.free(duplicates)
+        seq.num_tree = n
 
     def _admit(self, seq: Sequence, step: Step) -> bool:
         match_slots: list[int] = []

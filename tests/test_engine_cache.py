@@ -102,3 +102,34 @@ def test_pinned_tokens_are_capped_oldest_first(tiny_llama) -> None:  # type: ign
     assert not engine.cache.is_pinned("s0")
     assert engine.cache.is_pinned("s1") and engine.cache.is_pinned("s2")
     assert engine.stats().pinned_tokens <= 250
+
+
+def test_requests_sent_together_share_a_prefix_computed_by_a_running_one(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    """Eight requests with one 120-token system prompt, queued at once, 64 prompt tokens per step:
+    the first computes the prefix; the others, admitted while it still runs, reuse it."""
+    path, _ = tiny_llama
+    engine = Engine(str(path), max_kv_tokens=4096, chunk_size=64)
+    prefix = tokens(120, 21)
+    prompts = [prefix + tokens(10, 30 + i) for i in range(8)]
+    outputs = engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=40))
+    assert outputs[0].cached_tokens == 0
+    assert all(o.cached_tokens >= 120 for o in outputs[1:]), [o.cached_tokens for o in outputs]
+    alone = Engine(str(path), max_kv_tokens=4096, enable_prefix_cache=False)
+    assert [o.token_ids for o in outputs] == [o.token_ids for o in alone.generate(
+        prompts, SamplingParams(temperature=0, max_new_tokens=40))]
+    assert_no_leaks(engine)
+
+
+def test_two_running_requests_that_computed_the_same_prefix_keep_one_copy(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    """Admitted in the same step, both compute the prefix; when the second's K/V enters the cache
+    the first copy wins, the second's duplicate slots go back to the pool, and results hold."""
+    path, _ = tiny_llama
+    engine = Engine(str(path), max_kv_tokens=4096, chunk_size=512)
+    prefix = tokens(100, 41)
+    prompts = [prefix + tokens(5, 42), prefix + tokens(5, 43)]
+    outputs = engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=30))
+    assert engine.stats().cached_tokens < 2 * 100 + 2 * (5 + 30)  # one copy of the prefix, not two
+    alone = Engine(str(path), max_kv_tokens=4096, enable_prefix_cache=False)
+    assert [o.token_ids for o in outputs] == [o.token_ids for o in alone.generate(
+        prompts, SamplingParams(temperature=0, max_new_tokens=30))]
+    assert_no_leaks(engine)
