@@ -51,7 +51,10 @@ class DecodeGraphs:
         self.max_batch = self.sizes[-1]
         device = runner.device
         self.inputs = torch.zeros((5, self.max_batch), dtype=torch.long, device=device)
-        self._staging = torch.zeros((5, self.max_batch), dtype=torch.long, pin_memory=True)
+        # Two staging buffers, alternating: a step may be prepared while the previous step's copy
+        # is still queued (run ahead); the one before that has completed by then.
+        self._stagings = [torch.zeros((5, self.max_batch), dtype=torch.long, pin_memory=True) for _ in range(2)]
+        self._staging = self._stagings[0]
         self._arange = torch.arange(self.max_batch, device=device)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._hidden: dict[int, torch.Tensor] = {}
@@ -99,15 +102,19 @@ class DecodeGraphs:
         log.info("captured %d decode CUDA graphs (batch 1..%d) in %.1f s", len(self.sizes), self.max_batch,
                  time.perf_counter() - began)
 
-    def replay(self, chunks: Sequence[Chunk], rows: list[int]) -> torch.Tensor:
-        """Hidden states [n, hidden] of a step of ``n`` one-token decodes."""
+    def replay(self, chunks: Sequence[Chunk], rows: list[int], input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [n, hidden] of a step of ``n`` one-token decodes (tokens from ``input_ids``,
+        on the device, when given)."""
         n = len(chunks)
         batch = next(s for s in self.sizes if s >= n)
-        buf = self._staging
+        self._staging = buf = self._stagings[1] if self._staging is self._stagings[0] else self._stagings[0]
         positions = [c.start for c in chunks]
-        buf[:, :n] = torch.tensor([[c.seq.token_ids[c.start] for c in chunks], positions,
-                                   [c.seq.slots[c.start] for c in chunks], rows, [p + 1 for p in positions]])
+        ids = [0] * n if input_ids is not None else [c.seq.token_ids[c.start] for c in chunks]
+        buf[:, :n] = torch.tensor([ids, positions, [c.seq.slots[c.start] for c in chunks], rows,
+                                   [p + 1 for p in positions]])
         self._pad(n, batch)
         self.inputs[:, :batch].copy_(buf[:, :batch], non_blocking=True)
+        if input_ids is not None:
+            self.inputs[IDS, :n].copy_(input_ids)
         self._graphs[batch].replay()
         return self._hidden[batch][:n]

@@ -59,6 +59,22 @@ def _device(name: str) -> torch.device:
     return device
 
 
+PLACEHOLDER = -1
+"""Stands in ``token_ids`` for a token sampled on the GPU and not read back yet (run ahead)."""
+
+
+@dataclass
+class _Ahead:
+    """A step whose sampled tokens are still on the device."""
+
+    chunks: list[Chunk]
+    tokens: torch.Tensor
+    """long [n] on the device, in chunk order."""
+    host: torch.Tensor
+    """The same, copied to (pinned) host memory once ``ready`` fires."""
+    ready: torch.cuda.Event | None
+
+
 @dataclass
 class EngineStats:
     running: int
@@ -123,6 +139,8 @@ class Engine:
         self.sampler = Sampler(seed=cfg.seed, vocab_limit=vocab_limit, mask_threads=cfg.resolved_mask_threads(),
                                pin_memory=self.device.type == "cuda")
         self.overlap = cfg.overlap if cfg.overlap is not None else self.device.type == "cuda"
+        self._ahead: _Ahead | None = None
+        """A decode step whose tokens are still on the device (``overlap``: see ``step``)."""
         self._untexted: list[Sequence] = []
         """Running requests whose newest tokens await their text (``overlap``)."""
         self._seqs: dict[str, Sequence] = {}
@@ -219,7 +237,7 @@ class Engine:
         return self._delta(seq, final=True)
 
     def has_work(self) -> bool:
-        return self.scheduler.has_work() or bool(self._untexted)
+        return self.scheduler.has_work() or bool(self._untexted) or self._ahead is not None
 
     # ---- the step -------------------------------------------------------------------------
 
@@ -237,7 +255,22 @@ class Engine:
            ``max_new_tokens`` / grammar end; then append the tokens the grammar now forces, each
            checked the same way (a stop inside them cuts there). They are computed next step.
         7. A ``Delta`` per request that gained tokens or ended.
+
+        With ``overlap`` a step of one-token decodes whose rows the device can sample alone (no
+        grammar, no logprobs, no penalties) *runs ahead*: its tokens stay on the device, and the
+        next call launches the following step on them (scheduled with a placeholder for each
+        unknown token) before reading them back, so steps 5-7 of step N run on the CPU while the
+        GPU computes step N + 1. A request that ends on step N's token has had step N + 1 computed
+        for nothing; its K/V (that of its last token) is complete, and the extra token is dropped.
         """
+        if self._ahead is not None:
+            if self._can_continue(self._ahead):
+                return self._step_ahead(self._ahead)
+            ahead, self._ahead = self._ahead, None
+            return self._settle(ahead) + self._step()
+        return self._step()
+
+    def _step(self) -> list[Delta]:
         deltas = self._fast_forward_fresh() if self._fresh else []
         step = self.scheduler.schedule()
         for seq in step.retracted:
@@ -259,6 +292,9 @@ class Engine:
         deltas += self._catch_up_text()  # the forward is queued on the GPU: this CPU work overlaps it
         if not sampled:  # every chunk was a partial prefill
             return deltas
+        if masks is None and self._may_run_ahead(step.chunks, rows):
+            self._ahead = self._sample_ahead(step.chunks, logits, rows)
+            return deltas
         result = self.sampler.sample(logits, rows, masks)
         for i, (chunk, token) in enumerate(zip(sampled, result.token_ids, strict=True)):
             logprob = result.logprobs[i] if result.logprobs is not None else None
@@ -266,6 +302,64 @@ class Engine:
             if delta is not None:
                 deltas.append(delta)
         return deltas
+
+    # ---- running ahead (overlap) ----------------------------------------------------------
+
+    def _may_run_ahead(self, chunks: list[Chunk], rows: list[SamplingRow]) -> bool:
+        return (self.overlap and len(rows) == len(chunks) and all(c.length == 1 for c in chunks)
+                and all(Sampler.device_sampleable(r) and not r.params.has_penalties for r in rows))
+
+    def _can_continue(self, ahead: _Ahead) -> bool:
+        """The next step would be exactly one more decode of the same requests, with room for it."""
+        s = self.scheduler
+        seqs = [c.seq for c in ahead.chunks]
+        return (not self._fresh and not s.waiting and len(s.running) == len(seqs)
+                and all(a is b for a, b in zip(s.running, seqs, strict=True))
+                and s.make_room(len(seqs)))
+
+    def _sample_ahead(self, chunks: list[Chunk], logits: torch.Tensor, rows: list[SamplingRow]) -> _Ahead:
+        tokens = self.sampler.sample_on_device(logits, rows)
+        if tokens.device.type != "cuda":
+            return _Ahead(chunks, tokens, tokens, None)
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return _Ahead(chunks, tokens, host, ready)
+
+    def _step_ahead(self, ahead: _Ahead) -> list[Delta]:
+        """Launch the next decode of ``ahead``'s requests on its device-side tokens, then read
+        those tokens back and process them while the GPU computes."""
+        for c in ahead.chunks:
+            c.seq.token_ids.append(PLACEHOLDER)  # the scheduler counts it; the GPU supplies it
+        step = self.scheduler.schedule()
+        if step.retracted or step.finished or len(step.chunks) != len(ahead.chunks):
+            raise EngineError("run-ahead step changed shape: the scheduler did not decode the same batch")
+        self._steps += 1
+        rows = [self._sampling_row(c) for c in step.chunks]
+        logits = self.runner.forward(step.chunks, input_ids=ahead.tokens)
+        self._ahead = self._sample_ahead(step.chunks, logits, rows)
+        deltas = self._catch_up_text() + self._settle(ahead)
+        if all(c.seq.finished for c in self._ahead.chunks):  # every request ended on the tokens just read
+            self._ahead = None
+        return deltas
+
+    def _settle(self, ahead: _Ahead) -> list[Delta]:
+        """Read back a run-ahead step's tokens (waits for that step only) and take them."""
+        if ahead.ready is not None:
+            ahead.ready.synchronize()
+        deltas = []
+        for chunk, token in zip(ahead.chunks, ahead.host.tolist(), strict=True):
+            seq = chunk.seq
+            if seq.finished:  # aborted after its step was launched
+                continue
+            if seq.token_ids[-1] == PLACEHOLDER:  # a later step is already computing this token
+                seq.token_ids.pop()
+            delta = self._postprocess(seq, token, None)
+            if delta is not None:
+                deltas.append(delta)
+        # The GPU is busy with the next step (or idle with nothing to do): make the text now.
+        return deltas + self._catch_up_text()
 
     def _catch_up_text(self) -> list[Delta]:
         """Detokenize the tokens the last step appended without text, and report them."""
@@ -361,14 +455,15 @@ class Engine:
 
     def _delta(self, seq: Sequence, *, final: bool) -> Delta:
         """The output tokens (and text) not reported yet: the sampled token and those forced after it."""
-        start, seq.num_reported = seq.num_reported, seq.num_output
-        tokens = seq.token_ids[seq.num_prompt + start:]
+        known = seq.num_output - (seq.token_ids[-1] == PLACEHOLDER)  # a run-ahead token is not known yet
+        start, seq.num_reported = seq.num_reported, known
+        tokens = seq.token_ids[seq.num_prompt + start: seq.num_prompt + known]
         logprobs = seq.logprobs[start:] if seq.params.logprobs and tokens else None
         text = seq.detok.release(final=final) if seq.detok is not None else ""
         return Delta(seq.request_id, tokens, text, logprobs,
                      finish_reason=seq.finish_reason if final else None, stop_reason=seq.stop_reason,
                      prompt_tokens=seq.num_prompt, cached_tokens=max(seq.cached_tokens, 0),
-                     completion_tokens=seq.num_output)
+                     completion_tokens=known)
 
     # ---- conveniences ---------------------------------------------------------------------
 

@@ -58,23 +58,30 @@ class ModelRunner:
         self.slot_table.release(seq)
 
     @torch.inference_mode()
-    def forward(self, chunks: Sequence[Chunk], *, all_logits: bool = False) -> torch.Tensor:
+    def forward(self, chunks: Sequence[Chunk], *, all_logits: bool = False,
+                input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Run the step. Returns float32 logits [n_sample, vocab] for the chunks that sample, in
-        order (or [T, vocab] for every token when ``all_logits``)."""
+        order (or [T, vocab] for every token when ``all_logits``).
+
+        ``input_ids``: for a step of one-token decodes whose tokens the CPU does not know yet (run
+        ahead: the previous step's samples, still on the device), the tokens in chunk order."""
         rows = self.slot_table.sync([(c.seq, c.seq.slots, c.start + c.length) for c in chunks])
+        if input_ids is not None and (len(input_ids) != len(chunks) or any(c.length != 1 for c in chunks)):
+            raise ValueError("input_ids replaces the tokens of one-token chunks only, one per chunk")
         if self.timeline is not None:
             self.timeline.begin()
         if (self.graphs is not None and not all_logits and self.graphs.covers(len(chunks))
                 and all(c.length == 1 and c.sample for c in chunks)):
-            hidden = self.graphs.replay(chunks, rows)
+            hidden = self.graphs.replay(chunks, rows, input_ids)
         else:
-            hidden = self._eager(chunks, rows, all_logits)
+            hidden = self._eager(chunks, rows, all_logits, input_ids)
         logits = self.model.compute_logits(hidden)
         if self.timeline is not None:
             self.timeline.end()
         return logits
 
-    def _eager(self, chunks: Sequence[Chunk], rows: list[int], all_logits: bool) -> torch.Tensor:
+    def _eager(self, chunks: Sequence[Chunk], rows: list[int], all_logits: bool,
+               patch: torch.Tensor | None) -> torch.Tensor:
         ids: list[int] = []
         positions: list[int] = []
         meta_chunks = []
@@ -88,7 +95,10 @@ class ModelRunner:
             decodes += c.length == 1
             if c.sample:
                 sample_rows.append(len(ids) - 1)
-        input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
+        if patch is not None:
+            input_ids = patch.to(device=self.device, dtype=torch.long)
+        else:
+            input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
         pos = torch.tensor(positions, dtype=torch.long, device=self.device)
         longest = max((c.start + 1 for c in chunks if c.length == 1), default=0)
         meta = build_metadata(meta_chunks, self.slot_table.table, self.device,

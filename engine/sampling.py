@@ -273,6 +273,25 @@ class Sampler:
         raw_logprobs = None
         if any(r.params.logprobs for r in rows):
             raw_logprobs = torch.log_softmax(logits, dim=-1)
+        token_ids = self._draw(logits, rows, masks).tolist()
+        logprobs = None
+        if raw_logprobs is not None:
+            index = torch.tensor(token_ids, device=logits.device).unsqueeze(1)
+            logprobs = raw_logprobs.gather(1, index).squeeze(1).tolist()
+        return SampleResult(token_ids, logprobs)
+
+    @torch.inference_mode()
+    def sample_on_device(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> torch.Tensor:
+        """The chosen tokens as a long [B] tensor on the logits' device, without waiting for the GPU
+        (nothing is read back). For rows with no grammar and no logprobs (``device_sampleable``)."""
+        return self._draw(logits.float(), rows, None)
+
+    @staticmethod
+    def device_sampleable(row: SamplingRow) -> bool:
+        """Sampling this row needs nothing from the CPU after the forward pass."""
+        return row.constraint is None and not row.params.logprobs
+
+    def _draw(self, logits: torch.Tensor, rows: Sequence[SamplingRow], masks: PendingMasks | None) -> torch.Tensor:
         if self.vocab_limit is not None and self.vocab_limit < logits.shape[-1]:
             logits[:, self.vocab_limit:] = float("-inf")
         if masks is None:
@@ -280,12 +299,7 @@ class Sampler:
         if masks is not None:
             self._apply_masks(logits, masks)
         self._apply_penalties(logits, rows)
-        token_ids = self._choose(logits, rows)
-        logprobs = None
-        if raw_logprobs is not None:
-            index = torch.tensor(token_ids, device=logits.device).unsqueeze(1)
-            logprobs = raw_logprobs.gather(1, index).squeeze(1).tolist()
-        return SampleResult(token_ids, logprobs)
+        return self._choose(logits, rows)
 
     def _apply_masks(self, logits: torch.Tensor, masks: PendingMasks) -> None:
         """Wait for the masks, then -inf what they forbid: Triton on CUDA, torch elsewhere."""
@@ -335,27 +349,27 @@ class Sampler:
                 logits[i] = torch.where(seen, scaled, logits[i])
             logits[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
 
-    def _choose(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> list[int]:
+    def _choose(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> torch.Tensor:
         random_rows = [i for i, r in enumerate(rows) if not r.params.greedy]
         if not random_rows:
-            return _argmax(logits).tolist()
+            return _argmax(logits)
         chosen = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
         if len(random_rows) < len(rows):
-            greedy = torch.tensor([i for i, r in enumerate(rows) if r.params.greedy], device=logits.device)
+            greedy = _on(logits.device, [i for i, r in enumerate(rows) if r.params.greedy], torch.long)
             chosen[greedy] = _argmax(logits[greedy])
-        index = torch.tensor(random_rows, device=logits.device)
+        index = _on(logits.device, random_rows, torch.long)
         probs = self._truncated_probs(logits[index], [rows[i].params for i in random_rows])
         cdf = probs.cumsum(dim=-1)  # [R, V]
         u = torch.cat([self._uniform(rows[i], logits.device) for i in random_rows])  # [R]
         target = (u * cdf[:, -1]).unsqueeze(1)
         drawn = torch.searchsorted(cdf, target, right=True).squeeze(1)
         chosen[index] = drawn.clamp_(max=probs.shape[-1] - 1)
-        return chosen.tolist()
+        return chosen
 
     @staticmethod
     def _truncated_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
         device = logits.device
-        temperature = torch.tensor([p.temperature for p in params], device=device).unsqueeze(1)
+        temperature = _on(device, [p.temperature for p in params], torch.float32).unsqueeze(1)
         probs = torch.softmax(logits / temperature, dim=-1)  # [R, V]
         truncated = [i for i, p in enumerate(params) if p.top_k > 0 or p.top_p < 1.0]
         if truncated:
@@ -363,7 +377,7 @@ class Sampler:
             probs[index] = _top_k_top_p(probs[index], [params[i] for i in truncated])
         min_p = [p.min_p for p in params]
         if any(m > 0 for m in min_p):
-            threshold = probs.max(dim=-1, keepdim=True).values * torch.tensor(min_p, device=device).unsqueeze(1)
+            threshold = probs.max(dim=-1, keepdim=True).values * _on(device, min_p, torch.float32).unsqueeze(1)
             probs = probs.masked_fill(probs < threshold, 0.0)
         return probs
 
@@ -403,6 +417,14 @@ def _top_k_top_p(probs: torch.Tensor, params: Sequence[SamplingParams]) -> torch
     # keep a token while the mass before it is still below top_p (the top token always stays)
     drop = (ranks >= top_k) | (values.cumsum(dim=-1) - values >= top_p)
     return torch.zeros_like(probs).scatter_(1, order, values.masked_fill(drop, 0.0))
+
+
+def _on(device: torch.device, values: list[int] | list[float], dtype: torch.dtype) -> torch.Tensor:
+    """A small tensor on ``device`` without waiting for the GPU: a plain ``torch.tensor(...,
+    device="cuda")`` synchronises the stream, which would stall a step launched ahead."""
+    if device.type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype).pin_memory().to(device, non_blocking=True)
 
 
 def _argmax(x: torch.Tensor) -> torch.Tensor:

@@ -57,9 +57,9 @@ class Sequence:
     fast_forward: bool = False
     """Append the tokens the constraint forces instead of sampling them one per step."""
     num_reported: int = 0
+    """Output tokens already sent in a ``Delta`` (0 until the first token is sampled)."""
     untexted: list[int] = field(default_factory=list)
     """Output tokens appended but not yet detokenized (overlap: their text is made next step)."""
-    """Output tokens already sent in a ``Delta`` (0 until the first token is sampled)."""
 
     def __post_init__(self) -> None:
         if not self.token_ids:

@@ -71,18 +71,57 @@ def test_overlap_changes_timing_not_results(engines: tuple[Engine, Engine]) -> N
 
 def test_deltas_arrive_one_step_late_for_deferred_requests_only(engines: tuple[Engine, Engine]) -> None:
     _, engine = engines
-    engine.add_request(Request(prompt="Hello", params=SamplingParams(temperature=0, max_new_tokens=5),
+    prompt = "Hello there, how are you today?"  # several tokens: the first step is a prefill, never run ahead
+    engine.add_request(Request(prompt=prompt, params=SamplingParams(temperature=0, max_new_tokens=5),
                                request_id="late"))
-    engine.add_request(Request(prompt="Hello", params=SamplingParams(temperature=0, max_new_tokens=5, stop=["zzzz"]),
+    engine.add_request(Request(prompt=prompt, params=SamplingParams(temperature=0, max_new_tokens=5, stop=["zzzz"]),
                                request_id="now"))
     first = engine.step()  # prefill + first token of both
     assert [d.request_id for d in first] == ["now"]  # "late" waits for its text
-    second = engine.step()
+    second = engine.step()  # a decode of both: runs ahead, its tokens stay on the device
     late = [d for d in second if d.request_id == "late"]
     assert len(late) == 1 and len(late[0].token_ids) == 1 and late[0].text  # the first step's token, with text
+    assert [d.request_id for d in second] == ["late"]
+    assert engine._ahead is not None and engine.has_work()
+    third = engine.step()  # launches the next decode, then reads the second step's tokens back
+    assert {d.request_id for d in third} == {"late", "now"}
+    assert all(-1 not in d.token_ids for d in first + second + third)
     while engine.has_work():
         engine.step()
     assert_no_leaks(engine)
+
+
+def test_run_ahead_meets_new_requests_aborts_and_endings(engines: tuple[Engine, Engine]) -> None:
+    """A request arriving, one aborted and one ending while a step runs ahead: the engine reads
+    the step back and falls into an ordinary step; every result equals the plain engine's."""
+    plain, overlapped = engines
+    results = []
+    for engine in (plain, overlapped):
+        params = [SamplingParams(temperature=0, max_new_tokens=n) for n in (6, 30, 30)]
+        ids = ["short", "long", "cut"]
+        for rid, p in zip(ids, params, strict=True):
+            engine.add_request(Request(prompt=f"Request {rid}: tell me about", params=p, request_id=rid))
+        got: dict[str, list] = {rid: [] for rid in [*ids, "newcomer"]}
+        for step in range(200):
+            for d in engine.step():
+                got[d.request_id].append(d)
+            if step == 4:
+                engine.add_request(Request(prompt="A newcomer arrives", request_id="newcomer",
+                                           params=SamplingParams(temperature=0, max_new_tokens=8)))
+            if step == 9:
+                got["cut"].append(engine.abort("cut"))
+            if not engine.has_work():
+                break
+        assert_no_leaks(engine)
+        results.append({rid: ([t for d in ds for t in d.token_ids], "".join(d.text for d in ds),
+                              ds[-1].finish_reason) for rid, ds in got.items()})
+    full = {rid: r for rid, r in results[0].items() if rid != "cut"}
+    assert {rid: r for rid, r in results[1].items() if rid != "cut"} == full
+    assert results[1]["short"][2] == "length" and len(results[1]["short"][0]) == 6
+    cut_tokens, cut_text, reason = results[1]["cut"]
+    assert reason == "abort" and -1 not in cut_tokens and cut_text == overlapped.tokenizer.decode(cut_tokens)
+    # The run-ahead engine is a step behind: the aborted request has at most as many tokens.
+    assert cut_tokens == results[0]["cut"][0][: len(cut_tokens)]
 
 
 def test_abort_mid_run_keeps_the_deferred_text(engines: tuple[Engine, Engine]) -> None:
@@ -96,10 +135,10 @@ def test_abort_mid_run_keeps_the_deferred_text(engines: tuple[Engine, Engine]) -
         results.append(("".join(d.text for d in deltas), [t for d in deltas for t in d.token_ids]))
         assert_no_leaks(engine)
     (text_a, tokens_a), (text_b, tokens_b) = results
-    # Aborted after the same number of steps: the overlapped engine has reported the same tokens,
-    # and its final delta carries the text that was still waiting.
-    assert tokens_a == tokens_b and text_a == text_b
-    assert text_b == overlapped.tokenizer.decode(tokens_b)
+    # Aborted after the same number of steps: the overlapped engine is at most the one run-ahead
+    # token behind (dropped on abort), and its final delta carries all the text of what it kept.
+    assert len(tokens_a) - 1 <= len(tokens_b) <= len(tokens_a) and tokens_b == tokens_a[: len(tokens_b)]
+    assert text_b == overlapped.tokenizer.decode(tokens_b) and text_a.startswith(text_b)
 
 
 def test_generate_and_retraction_with_overlap() -> None:
