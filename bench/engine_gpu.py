@@ -72,7 +72,7 @@ class Plan:
     new_tokens: int = 128
     prefill_prompts: int = 8
     prefill_len: int = 2048
-    prefill_chunk: int = 2048  # chunk_size of the second prefill measurement (the first uses the default, 512)
+    prefill_chunk: int = 2048  # chunk_size of the second prefill measurement (the first uses the default: 8192 on CUDA)
     sessions: int = 64
     turns: int = 4
     agent_new_tokens: int = 32
@@ -81,6 +81,7 @@ class Plan:
     copy_bytes: int = 1 << 30
     copy_iters: int = 20
     kv_gib: float = 16.0  # KV pool per engine
+    mask_threads: int | None = None  # grammar-mask workers (None: the engine's default)
     smoke: bool = False
 
 
@@ -203,7 +204,8 @@ def make_engine(path: Path, plan: Plan, **options: Any) -> Engine:
     head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
     kv_bytes = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * (4 if plan.smoke else 2)
     return Engine(str(path), device=plan.device, dtype=plan.dtype, load_format="dummy", max_running=256,
-                  max_kv_tokens=int(plan.kv_gib * (1 << 30) / kv_bytes), record_gpu_timeline=True, **options)
+                  max_kv_tokens=int(plan.kv_gib * (1 << 30) / kv_bytes), record_gpu_timeline=True,
+                  mask_threads=plan.mask_threads, **options)
 
 
 def evict_cache(engine: Engine) -> None:
@@ -566,6 +568,8 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     parser.add_argument("--hf-batches", default=None, help="batches for transformers generate (default 1,16,64)")
     parser.add_argument("--kv-gib", type=float, default=None, help="KV pool size per engine (default 16)")
+    parser.add_argument("--mask-threads", type=int, default=None,
+                        help="grammar-mask worker threads (default: the engine's, 1)")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("-v", "--verbose", action="store_true", help="engine logs (graph capture, loading)")
     args = parser.parse_args()
@@ -578,6 +582,8 @@ def main() -> None:
         plan = replace(plan, hf_batches=[int(b) for b in args.hf_batches.split(",")])
     if args.kv_gib:
         plan = replace(plan, kv_gib=args.kv_gib)
+    if args.mask_threads is not None:
+        plan = replace(plan, mask_threads=args.mask_threads)
     if not plan.smoke and not torch.cuda.is_available():
         sys.exit(f"bench/engine_gpu.py needs a CUDA GPU (torch {torch.__version__} sees none); "
                  "use --smoke to check the script on CPU")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from engine.scheduler import SchedulerConfig
@@ -22,8 +21,10 @@ class EngineConfig:
     """KV pool size in tokens; default from ``kv_memory_fraction``."""
     kv_memory_fraction: float | None = None
     """Share of free memory for the KV pool when ``max_kv_tokens`` is not set (CUDA 0.85, CPU 0.1)."""
-    chunk_size: int = 512
-    """Most prompt tokens prefilled per step; longer prompts are prefilled over several steps."""
+    chunk_size: int | None = None
+    """Most prompt tokens prefilled per step; longer prompts are prefilled over several steps.
+    Default 512 on CPU, 8192 on CUDA (a GPU step of 512 tokens is far from compute-bound, and 64
+    agent sessions each adding a tool result should be prefilled in one or two steps, not twenty)."""
     max_running: int = 256
     """Most requests decoding at once."""
     reserve_ratio: float = 0.5
@@ -38,11 +39,13 @@ class EngineConfig:
     """Context limit in tokens; default the model's ``max_position_embeddings``."""
     seed: int = 0
     """Seed for requests that do not bring their own."""
-    fast_forward: bool = True
+    fast_forward: bool | None = None
     """Constrained decoding: when the grammar forces the next text (a JSON schema's keys, say),
     append its tokens without sampling them and compute their K/V in one multi-token step. The
     output is the same token for token; it takes fewer steps. Requests that ask for logprobs decode
-    forced tokens one by one regardless (fast-forward computes no logits at forced positions)."""
+    forced tokens one by one regardless (fast-forward computes no logits at forced positions).
+    Default on for CPU, off on CUDA: there a multi-token step cannot replay a decode CUDA graph, and
+    one eager step costs more than the graph-replayed decodes of the tokens it saves."""
     load_format: str = "auto"
     """``auto`` reads the checkpoint's safetensors; ``dummy`` builds random weights from ``config.json``
     alone (benchmarks of a model's shape without its weights)."""
@@ -60,9 +63,16 @@ class EngineConfig:
     Default: on for CUDA, off on CPU (nothing to overlap with)."""
     mask_threads: int | None = None
     """Worker threads filling grammar masks while the forward pass runs; 0 fills them after the
-    forward, on the engine thread (no overlap). Default: half the CPU cores, from 1 to 4."""
+    forward, on the engine thread (no overlap). Default 1: on an H100 host (16 cores), 64 JSON-schema
+    requests decoded at 3,138 tok/s with one worker, 2,613 with none, 2,404 with two and 2,486 with
+    eight (the workers contend for the GIL with the engine thread)."""
 
     def __post_init__(self) -> None:
+        on_gpu = isinstance(self.device, str) and self.device.startswith("cuda")
+        if self.chunk_size is None:
+            self.chunk_size = 8192 if on_gpu else 512
+        if self.fast_forward is None:
+            self.fast_forward = not on_gpu
         self.scheduler_config()  # validates chunk_size, max_running, reserve_ratio, session_ttl
         _positive("max_kv_tokens", self.max_kv_tokens, allow_none=True)
         _positive("max_pinned_tokens", self.max_pinned_tokens, allow_none=True, allow_zero=True)
@@ -88,9 +98,10 @@ class EngineConfig:
     def resolved_mask_threads(self) -> int:
         if self.mask_threads is not None:
             return self.mask_threads
-        return min(4, max(1, (os.cpu_count() or 2) // 2))
+        return 1
 
     def scheduler_config(self) -> SchedulerConfig:
+        assert self.chunk_size is not None  # resolved in __post_init__
         return SchedulerConfig(chunk_size=self.chunk_size, max_running=self.max_running,
                                reserve_ratio=self.reserve_ratio, session_ttl=self.session_ttl)
 

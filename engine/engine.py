@@ -101,7 +101,7 @@ class EngineStats:
 
 class Engine:
     def __init__(self, model: str = "demo", *, device: str = "cpu", dtype: str | None = None,
-                 max_kv_tokens: int | None = None, chunk_size: int = 512, seed: int = 0,
+                 max_kv_tokens: int | None = None, chunk_size: int | None = None, seed: int = 0,
                  **options: object) -> None:
         """Load ``model`` (a HF checkpoint directory or ``demo``). Further keyword options are the
         fields of ``EngineConfig``."""
@@ -177,7 +177,7 @@ class Engine:
         seq = Sequence(request.request_id, prompt_ids, params, session_id=request.session_id,
                        constraint=constraint, arrival=time.monotonic(), spec=request.constraint)
         # Fast-forward computes no logits at forced positions: requests that want logprobs decode them one by one.
-        seq.fast_forward = (self.config.fast_forward and not params.logprobs
+        seq.fast_forward = (bool(self.config.fast_forward) and not params.logprobs
                             and isinstance(constraint, ForcingConstraint))
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, prompt_ids,

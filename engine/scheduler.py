@@ -20,8 +20,10 @@ takes the prefill path, so they run as one chunk (within the chunk budget) that 
 
 Before the phases, the prompt K/V that the previous step's prefill chunks computed enters the
 radix cache (locked by its sequence while it runs), so a request admitted later shares a prefix
-that a running request computed, instead of waiting for it to finish: 64 sessions sent at once
-with one system prompt compute that prompt once, not 64 times.
+that a running request computed, instead of waiting for it to finish. And admission stops at a
+request whose prompt starts with a longer prefix than the cache holds that a request prefilling
+this step is computing: it is admitted next step and shares it. 64 sessions sent at once with one
+system prompt compute that prompt once, not 64 times.
 """
 
 from __future__ import annotations
@@ -103,6 +105,24 @@ class SchedulerStats:
     prompt_tokens: int = 0
 
 
+SHARE_MIN_TOKENS = 32
+"""A queued request waits a step for a prefix another request is computing when it gains this many."""
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]: bisect on slice equality (C-speed compares)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 class Scheduler:
     def __init__(self, config: SchedulerConfig, allocator: Allocator, cache: RadixCache | None) -> None:
         self.config = config
@@ -167,7 +187,7 @@ class Scheduler:
                 budget -= self._add_chunk(step, seq, budget)
         while self.waiting and budget > 0 and len(self.running) < self.config.max_running:
             seq = self.waiting[0]
-            if not self._admit(seq, step):
+            if self._better_wait(seq) or not self._admit(seq, step):
                 break
             budget -= self._add_chunk(step, seq, budget)
         if not step.chunks and self.running:
@@ -203,6 +223,19 @@ class Scheduler:
         if n > 1:
             self._prefilled_last_step.append(seq)
         return n
+
+    def _better_wait(self, seq: Sequence) -> bool:
+        """A request prefilling this step computes a longer prefix of ``seq``'s tokens than the
+        cache holds: admitted next step, ``seq`` shares it instead of computing it again."""
+        if self.cache is None or not self._prefilled_last_step:
+            return False
+        tokens = seq.token_ids
+        best = max(min(_common_prefix(tokens, other.token_ids), other.num_computed)
+                   for other in self._prefilled_last_step)
+        if best < SHARE_MIN_TOKENS:
+            return False
+        cached = len(self.cache.match_prefix(tokens[: len(tokens) - 1]).slots)
+        return best >= cached + SHARE_MIN_TOKENS
 
     def _share(self, seq: Sequence) -> None:
         """Put ``seq``'s computed K/V into the cache now, while it runs (it keeps it locked)."""

@@ -133,3 +133,20 @@ def test_two_running_requests_that_computed_the_same_prefix_keep_one_copy(tiny_l
     assert [o.token_ids for o in outputs] == [o.token_ids for o in alone.generate(
         prompts, SamplingParams(temperature=0, max_new_tokens=30))]
     assert_no_leaks(engine)
+
+
+def test_a_request_waits_a_step_for_a_prefix_being_computed(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    """A chunk budget that would admit all eight at once: the first computes the 120-token prefix
+    alone, the others are admitted a step later and reuse it (without the wait, each of them
+    would compute it too)."""
+    path, _ = tiny_llama
+    engine = Engine(str(path), max_kv_tokens=4096, chunk_size=4096)
+    prefix = tokens(120, 51)
+    prompts = [prefix + tokens(10, 60 + i) for i in range(8)] + [tokens(50, 99)]  # the last shares nothing
+    outputs = engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=12))
+    assert outputs[0].cached_tokens == 0
+    assert all(o.cached_tokens >= 120 for o in outputs[1:8]), [o.cached_tokens for o in outputs]
+    alone = Engine(str(path), max_kv_tokens=4096, enable_prefix_cache=False)
+    assert [o.token_ids for o in outputs] == [o.token_ids for o in alone.generate(
+        prompts, SamplingParams(temperature=0, max_new_tokens=12))]
+    assert_no_leaks(engine)
