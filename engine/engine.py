@@ -39,7 +39,14 @@ from engine.model.loader import load_model
 from engine.radix_cache import RadixCache
 from engine.request import Delta, Output, Request
 from engine.runner import ModelRunner
-from engine.sampling import ForcingConstraint, Sampler, SamplingParams, SamplingRow, TokenConstraint
+from engine.sampling import (
+    ForcingConstraint,
+    PendingMasks,
+    Sampler,
+    SamplingParams,
+    SamplingRow,
+    TokenConstraint,
+)
 from engine.scheduler import Chunk, Scheduler
 from engine.sequence import Sequence, Status
 from engine.tokenizer import IncrementalDetokenizer, OutputText, Tokenizer
@@ -257,11 +264,13 @@ class Engine:
         7. A ``Delta`` per request that gained tokens or ended.
 
         With ``overlap`` a step of one-token decodes whose rows the device can sample alone (no
-        grammar, no logprobs, no penalties) *runs ahead*: its tokens stay on the device, and the
-        next call launches the following step on them (scheduled with a placeholder for each
+        logprobs, no penalties, no fast-forward) *runs ahead*: its tokens stay on the device, and
+        the next call launches the following step on them (scheduled with a placeholder for each
         unknown token) before reading them back, so steps 5-7 of step N run on the CPU while the
-        GPU computes step N + 1. A request that ends on step N's token has had step N + 1 computed
-        for nothing; its K/V (that of its last token) is complete, and the extra token is dropped.
+        GPU computes step N + 1. Grammar rows run ahead too: their tokens are read back and their
+        next masks filled while that forward runs, then the step samples. A request that ends on
+        step N's token has had step N + 1 computed for nothing; its K/V (that of its last token) is
+        complete, and the extra token is dropped.
         """
         if self._ahead is not None:
             if self._can_continue(self._ahead):
@@ -292,8 +301,8 @@ class Engine:
         deltas += self._catch_up_text()  # the forward is queued on the GPU: this CPU work overlaps it
         if not sampled:  # every chunk was a partial prefill
             return deltas
-        if masks is None and self._may_run_ahead(step.chunks, rows):
-            self._ahead = self._sample_ahead(step.chunks, logits, rows)
+        if self._may_run_ahead(step.chunks, rows):
+            self._ahead = self._sample_ahead(step.chunks, logits, rows, masks)
             return deltas
         result = self.sampler.sample(logits, rows, masks)
         for i, (chunk, token) in enumerate(zip(sampled, result.token_ids, strict=True)):
@@ -306,8 +315,11 @@ class Engine:
     # ---- running ahead (overlap) ----------------------------------------------------------
 
     def _may_run_ahead(self, chunks: list[Chunk], rows: list[SamplingRow]) -> bool:
-        return (self.overlap and len(rows) == len(chunks) and all(c.length == 1 for c in chunks)
-                and all(Sampler.device_sampleable(r) and not r.params.has_penalties for r in rows))
+        # Fast-forward appends forced tokens after a token is read back: the step launched ahead
+        # would have sampled the wrong position.
+        return (self.overlap and len(rows) == len(chunks)
+                and all(c.length == 1 and not c.seq.fast_forward for c in chunks)
+                and all(Sampler.device_sampleable(r) for r in rows))
 
     def _can_continue(self, ahead: _Ahead) -> bool:
         """The next step would be exactly one more decode of the same requests, with room for it."""
@@ -317,8 +329,9 @@ class Engine:
                 and all(a is b for a, b in zip(s.running, seqs, strict=True))
                 and s.make_room(len(seqs)))
 
-    def _sample_ahead(self, chunks: list[Chunk], logits: torch.Tensor, rows: list[SamplingRow]) -> _Ahead:
-        tokens = self.sampler.sample_on_device(logits, rows)
+    def _sample_ahead(self, chunks: list[Chunk], logits: torch.Tensor, rows: list[SamplingRow],
+                      masks: PendingMasks | None) -> _Ahead:
+        tokens = self.sampler.sample_on_device(logits, rows, masks)
         if tokens.device.type != "cuda":
             return _Ahead(chunks, tokens, tokens, None)
         host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
@@ -336,10 +349,19 @@ class Engine:
         if step.retracted or step.finished or len(step.chunks) != len(ahead.chunks):
             raise EngineError("run-ahead step changed shape: the scheduler did not decode the same batch")
         self._steps += 1
-        rows = [self._sampling_row(c) for c in step.chunks]
         logits = self.runner.forward(step.chunks, input_ids=ahead.tokens)
-        self._ahead = self._sample_ahead(step.chunks, logits, rows)
-        deltas = self._catch_up_text() + self._settle(ahead)
+        if all(c.seq.constraint is None for c in step.chunks):
+            rows = [self._sampling_row(c) for c in step.chunks]
+            self._ahead = self._sample_ahead(step.chunks, logits, rows, None)
+            deltas = self._catch_up_text() + self._settle(ahead)
+        else:
+            # A grammar's next mask needs the token read back: take it (advancing the grammar) and
+            # fill the masks while the GPU runs the forward, then sample. A request that ended on
+            # that token samples unconstrained; its token is dropped.
+            deltas = self._catch_up_text() + self._settle(ahead)
+            rows = [self._sampling_row(c, live=not c.seq.finished) for c in step.chunks]
+            masks = self.sampler.begin_masks(rows, self.logit_width)
+            self._ahead = self._sample_ahead(step.chunks, logits, rows, masks)
         if all(c.seq.finished for c in self._ahead.chunks):  # every request ended on the tokens just read
             self._ahead = None
         return deltas
@@ -380,10 +402,10 @@ class Engine:
                 seq.detok.push(token)  # no stop strings (else nothing is deferred): no hit to act on
             seq.untexted.clear()
 
-    def _sampling_row(self, chunk: Chunk) -> SamplingRow:
+    def _sampling_row(self, chunk: Chunk, *, live: bool = True) -> SamplingRow:
         seq = chunk.seq
         return SamplingRow(seq.params, seq.num_output, seq.prompt_ids,
-                           seq.output_ids if seq.params.has_penalties else (), seq.constraint)
+                           seq.output_ids if seq.params.has_penalties else (), seq.constraint if live else None)
 
     def _postprocess(self, seq: Sequence, token: int, logprob: float | None) -> Delta | None:
         """Take the sampled ``token``, then the tokens the grammar forces after it. None when the

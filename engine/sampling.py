@@ -281,15 +281,17 @@ class Sampler:
         return SampleResult(token_ids, logprobs)
 
     @torch.inference_mode()
-    def sample_on_device(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> torch.Tensor:
+    def sample_on_device(self, logits: torch.Tensor, rows: Sequence[SamplingRow],
+                         masks: PendingMasks | None = None) -> torch.Tensor:
         """The chosen tokens as a long [B] tensor on the logits' device, without waiting for the GPU
-        (nothing is read back). For rows with no grammar and no logprobs (``device_sampleable``)."""
-        return self._draw(logits.float(), rows, None)
+        (nothing is read back). For rows without logprobs (``device_sampleable``); grammar rows
+        need their ``masks`` (else they are filled here)."""
+        return self._draw(logits.float(), rows, masks)
 
     @staticmethod
     def device_sampleable(row: SamplingRow) -> bool:
-        """Sampling this row needs nothing from the CPU after the forward pass."""
-        return row.constraint is None and not row.params.logprobs
+        """Sampling this row reads nothing back: no logprobs, no penalties over output on the CPU."""
+        return not row.params.logprobs and not row.params.has_penalties
 
     def _draw(self, logits: torch.Tensor, rows: Sequence[SamplingRow], masks: PendingMasks | None) -> torch.Tensor:
         if self.vocab_limit is not None and self.vocab_limit < logits.shape[-1]:
@@ -316,7 +318,7 @@ class Sampler:
         if device.type == "cuda" and bitmask.is_pinned():
             self.masks.copy_done = torch.cuda.Event()
             self.masks.copy_done.record()
-        indices = None if everything else torch.tensor(masks.rows, dtype=torch.long, device=device)
+        indices = None if everything else _on(device, masks.rows, torch.long)
         apply = self._gpu_kernel() if device.type == "cuda" else None
         (apply or apply_token_bitmask_)(logits, bitmask, indices)
 

@@ -9,6 +9,9 @@ slot table, whose rows every step reads: rows are reused, rewritten when a seque
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 
@@ -180,3 +183,32 @@ def test_slot_table_rows() -> None:
     table.sync([(c, [3], 1)])
     assert table.row(c) == row_b  # the freed row is handed out again
     assert table.table[row_b, 0].item() == 3
+
+
+def test_grammar_requests_run_ahead_with_the_same_results() -> None:
+    """JSON-schema and regex requests beside free ones: with overlap their masks are filled after
+    the token is read back, while the next forward runs. Same tokens as without overlap."""
+    from engine.constrained.spec import ConstraintSpec
+
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                               "days": {"type": "integer", "minimum": 1, "maximum": 9}},
+              "required": ["city", "days"], "additionalProperties": False}
+
+    def requests(tag: str) -> list[Request]:
+        return [Request(prompt="Plan a trip as JSON:", request_id=f"{tag}json",
+                        constraint=ConstraintSpec(json_schema=schema),
+                        params=SamplingParams(temperature=0.8, seed=5, max_new_tokens=60)),
+                Request(prompt="A code:", request_id=f"{tag}re", constraint=ConstraintSpec(regex=r"[A-Z]{3}-[0-9]{4}"),
+                        params=SamplingParams(temperature=0, max_new_tokens=20)),
+                Request(prompt="Free text here", request_id=f"{tag}free",
+                        params=SamplingParams(temperature=0, max_new_tokens=30))]
+    results = []
+    for overlap in (False, True):
+        engine = Engine("demo", overlap=overlap, fast_forward=False, max_kv_tokens=4096)
+        got = _run(engine, requests("g"))
+        results.append({rid: ([t for d in ds for t in d.token_ids], "".join(d.text for d in ds), ds[-1].finish_reason)
+                         for rid, ds in got.items()})
+        assert_no_leaks(engine)
+    assert results[0] == results[1]
+    json.loads(results[1]["gjson"][1])
+    assert re.fullmatch(r"[A-Z]{3}-[0-9]{4}", results[1]["gre"][1])
