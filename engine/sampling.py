@@ -186,12 +186,28 @@ class PendingMasks:
 
 
 def _fill_rows(bitmask: torch.Tensor, group: range, constraints: Sequence[TokenConstraint]) -> None:
+    fill_many = _batch_filler([constraints[k] for k in group])
+    if fill_many is not None:
+        fill_many([constraints[k] for k in group], bitmask[group.start:group.stop])
+        return
     for k in group:
         row = bitmask[k]
         constraint = constraints[k]
         if not getattr(constraint, "fills_whole_row", False):
             row.fill_(-1)  # all allowed: a constraint may set only the words it cares about
         constraint.fill_bitmask(row)
+
+
+def _batch_filler(constraints: Sequence[TokenConstraint]) -> Callable[..., None] | None:
+    """A constraint type's ``fill_bitmasks(constraints, bitmask)`` (all rows in one call), when
+    every constraint is of that one type."""
+    if len(constraints) < 2:
+        return None
+    kind = type(constraints[0])
+    fill_many = getattr(kind, "fill_bitmasks", None)
+    if fill_many is None or any(type(c) is not kind for c in constraints):
+        return None
+    return fill_many  # type: ignore[no-any-return]
 
 
 class BitmaskFiller:
@@ -220,7 +236,8 @@ class BitmaskFiller:
         if self.threads > 0:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="engine-mask-fill")
-            groups = _split(len(rows), self.threads)
+            # One call fills every row on llguidance's pool, when the constraints allow it.
+            groups = [range(len(rows))] if _batch_filler(constraints) else _split(len(rows), self.threads)
             pending.futures = [self._pool.submit(_fill_rows, bitmask, g, pending.constraints) for g in groups]
         return pending
 

@@ -270,6 +270,31 @@ def test_mask_fill_threads_do_not_change_the_output(ff_on: Engine) -> None:
     same(expected, run(ff_on, requests)[0])
 
 
+def test_one_call_fills_every_row_like_row_by_row(ff_on: Engine) -> None:
+    """``GrammarConstraint.fill_bitmasks`` (llguidance's thread pool) against ``fill_bitmask`` per
+    row: matchers at different points of a schema and a regex, a mask as wide as the logits (wider
+    than the tokenizer) and one exactly as wide as the tokenizer's words."""
+    tok = ff_on.tokenizer
+    assert tok is not None
+    specs = [ConstraintSpec(json_schema=TRIP), ConstraintSpec(regex=r"[a-z]{2,5}-[0-9]+"),
+             ConstraintSpec(json_schema={"type": "array", "items": {"type": "integer"}})]
+    constraints = []
+    for i in range(12):
+        c = compile_constraint(specs[i % 3], tok)
+        for step in range(i % 5):  # walk a few tokens the mask allows, a different one per matcher
+            options = allowed(c, ff_on.logit_width)
+            c.advance(options[(7 * i + step) % len(options)])
+        constraints.append(c)
+    for width in (ff_on.logit_width, tok.vocab_size):
+        words = bitmask_words(width)
+        expected = torch.empty(len(constraints), words, dtype=torch.int32)
+        for k, c in enumerate(constraints):
+            c.fill_bitmask(expected[k])
+        got = torch.full((len(constraints), words), 7, dtype=torch.int32)
+        GrammarConstraint.fill_bitmasks(constraints, got)
+        assert torch.equal(got, expected)
+
+
 class Broken(ForceTokens):
     def fill_bitmask(self, bitmask: torch.Tensor) -> None:
         raise RuntimeError("grammar exploded")

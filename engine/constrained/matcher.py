@@ -16,8 +16,11 @@ alone, so sampling would have produced exactly these tokens: the engine appends 
 (``tests/test_constrained_engine.py`` checks the property on random walks through a schema).
 
 Threads. ``fill_bitmask`` runs on the engine's mask worker threads while the forward pass runs;
-llguidance computes the mask with the GIL released. The engine never fills and advances one
-matcher at the same time.
+llguidance computes the mask with the GIL released. ``fill_bitmasks`` fills a whole step's rows in
+one call on llguidance's own thread pool (``LLExecutor``): on an H100 host one mask of a JSON
+schema over Qwen2.5's vocabulary took 214 µs, 64 of them one after the other 13.7 ms, twice the
+forward pass they should hide behind. The engine never fills and advances one matcher at the same
+time.
 
 Errors. A parser limit hit mid-output ends that request with EOS and logs an
 error. Sampling a token the mask forbade raises ``EngineError``: that is an engine bug.
@@ -36,6 +39,16 @@ from engine.sampling import bitmask_words
 __all__ = ["GrammarConstraint"]
 
 log = logging.getLogger(__name__)
+
+_EXECUTOR: llguidance.LLExecutor | None = None
+
+
+def _executor() -> llguidance.LLExecutor:
+    """One llguidance thread pool per process (its default size: the machine's cores)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = llguidance.LLExecutor()
+    return _EXECUTOR
 
 
 class GrammarConstraint:
@@ -68,9 +81,32 @@ class GrammarConstraint:
             bitmask.zero_()
             bitmask[:n] = scratch[:n]
 
+    @staticmethod
+    def fill_bitmasks(constraints: list[GrammarConstraint], bitmask: torch.Tensor) -> None:
+        """Fill row ``k`` of the int32 CPU ``bitmask`` [C, W] for ``constraints[k]``, all at once on
+        llguidance's thread pool (one tokenizer's matchers; else row by row)."""
+        words = constraints[0]._words
+        same = all(c._words == words and c._tokenizer is constraints[0]._tokenizer for c in constraints)
+        if not same or bitmask.dim() != 2 or bitmask.shape[1] < words or bitmask.dtype != torch.int32:
+            for k, c in enumerate(constraints):
+                c.fill_bitmask(bitmask[k])
+            return
+        exact = bitmask.shape[1] == words and bitmask.is_contiguous()
+        target = bitmask if exact else torch.empty((len(constraints), words), dtype=torch.int32)
+        _executor().unsafe_compute_mask_ptr([(c._matcher, k) for k, c in enumerate(constraints)],
+                                            target.data_ptr(), words * 4, len(constraints))
+        if not exact:
+            bitmask[:, :words] = target
+            bitmask[:, words:] = 0
+        for c in constraints:
+            c._note_error()
+
     def _compute_mask_into(self, row: torch.Tensor) -> None:
         """llguidance writes exactly ``self._words`` int32 words at ``row``'s address (a contiguous CPU row)."""
         self._matcher.unsafe_compute_mask_ptr(row.data_ptr(), self._words * 4)
+        self._note_error()
+
+    def _note_error(self) -> None:
         if self._matcher.is_error() and not self._failed:
             # A parser limit hit mid-output. llguidance's mask now allows only EOS, so the request
             # ends ("stop", output incomplete) and the engine keeps serving the others.
