@@ -15,16 +15,11 @@ shows up as NaN.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.interpreted import report, run_cases
 
 CASES: dict[str, dict[str, Any]] = {
     # heads / kv_heads / head_dim, context lengths per sequence, splits, dtype, sliding window
@@ -115,26 +110,12 @@ def _check_case(name: str, spec: dict[str, Any]) -> str:
 
 
 def _main() -> None:
-    """Child process: run every case, print one JSON object {case: error or ''}."""
-    results = {}
-    for name, spec in CASES.items():
-        try:
-            results[name] = _check_case(name, spec)
-        except Exception as e:  # report, so the parent shows which case and why
-            results[name] = f"{type(e).__name__}: {e}"
-    sys.stdout.write(json.dumps(results) + "\n")
+    report(CASES, _check_case)
 
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, str]:
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed (pip install triton==3.6.0): the GPU attention kernel cannot be checked")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "tests.test_attention_kernels"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"the interpreter run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_cases("tests.test_attention_kernels", "the GPU attention kernel")
 
 
 @pytest.mark.parametrize("case", list(CASES))

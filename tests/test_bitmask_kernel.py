@@ -13,7 +13,6 @@ Masking does not change allowed values, so every dtype compares exactly.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.interpreted import report, run_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_VOCAB, LOGIT_ROWS = 151_665, 151_936  # Qwen2.5: the model has more logit rows than tokens
@@ -90,29 +91,12 @@ def _check_case(spec: dict[str, Any]) -> str:
 
 
 def _main() -> None:
-    """Child process: run every case, print one JSON object {case: error or ''}."""
-    results = {}
-    for name, spec in CASES.items():
-        try:
-            results[name] = _check_case(spec)
-        except Exception as e:  # report, so the parent shows which case and why
-            results[name] = f"{type(e).__name__}: {e}"
-    sys.stdout.write(json.dumps(results) + "\n")
+    report(CASES, lambda _name, spec: _check_case(spec))
 
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, str]:
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed (pip install 'agentflow[gpu]' or triton==3.6.0): "
-                    "the GPU bitmask kernel cannot be checked")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "tests.test_bitmask_kernel"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240, check=False)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        if "No module named 'triton'" in proc.stderr:
-            pytest.skip("triton is not importable in a child process")
-        pytest.fail(f"the interpreter run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_cases("tests.test_bitmask_kernel", "the GPU bitmask kernel")
 
 
 @pytest.mark.parametrize("case", list(CASES))
