@@ -162,6 +162,19 @@ class Tool:
         return anyio.CapacityLimiter(self.max_concurrency) if self.max_concurrency else None
 
     @functools.cached_property
+    def _plain_types(self) -> dict[str, type] | None:
+        """Parameter types when every parameter is a bare ``int``, ``float``, ``str`` or ``bool`` (no
+        constraints): arguments already of exactly those types pass pydantic unchanged, so they skip it."""
+        if self.args_model is None:
+            return None
+        types: dict[str, type] = {}
+        for name, info in self.args_model.model_fields.items():
+            if info.annotation not in (int, float, str, bool) or info.metadata:
+                return None
+            types[name] = info.annotation  # type: ignore[assignment]
+        return types
+
+    @functools.cached_property
     def _good_keys(self) -> set[tuple[str, ...]]:
         """Argument name lists that passed :meth:`check_arguments`."""
         return set()
@@ -204,6 +217,9 @@ class Tool:
                 if error is not None:
                     raise ToolArgumentError(f"tool {self.name!r}: bad arguments at {error[0] or '/'}: {error[1]}")
             return dict(arguments)
+        plain = self._plain_types
+        if plain is not None and all(type(value) is plain.get(key) for key, value in arguments.items()):
+            return dict(arguments)  # what pydantic would return: the names are checked, the types exact
         try:
             model = self.args_model.model_validate(dict(arguments))
         except ValidationError as e:

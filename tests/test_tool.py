@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import Field
 
-from agentflow.tool import ToolContext, ToolError, as_tool
+from agentflow.tool import ToolArgumentError, ToolContext, ToolError, as_tool, tool
 
 pytestmark = pytest.mark.anyio
 
@@ -59,3 +60,28 @@ async def test_sync_tools_run_in_a_worker_thread() -> None:
         return threading.get_ident() != loop_thread and kwargs == {"q": "x"}
 
     assert await as_tool(where).call({"q": "x"}, CTX) is True
+
+
+def test_arguments_of_exact_plain_types_skip_pydantic_and_the_rest_still_go_through_it() -> None:
+    """A tool of bare int/float/str/bool parameters takes arguments already of those exact types
+    as they are (the hot path of tool nodes); anything else is coerced or refused by pydantic."""
+    @tool
+    def plain(n: int, x: float, s: str, flag: bool = False) -> str:
+        return f"{n} {x} {s} {flag}"
+
+    @tool
+    def bounded(n: Annotated[int, Field(ge=0)]) -> int:
+        return n
+
+    assert plain._plain_types == {"n": int, "x": float, "s": str, "flag": bool}
+    assert bounded._plain_types is None  # a constraint: always validated
+    assert plain.validate({"n": 3, "x": 1.5, "s": "a"}) == {"n": 3, "x": 1.5, "s": "a"}
+    coerced = plain.validate({"n": "7", "x": 2, "s": "b", "flag": True})  # a str for an int, an int for a float
+    assert coerced == {"n": 7, "x": 2.0, "s": "b", "flag": True} and type(coerced["x"]) is float
+    with pytest.raises(ToolArgumentError, match="n"):
+        plain.validate({"n": "seven", "x": 1.0, "s": "c"})
+    with pytest.raises(ToolArgumentError, match="n"):
+        plain.validate({"n": True, "x": 1.0, "s": "c", "extra": 1})  # unexpected names are caught first
+    with pytest.raises(ToolArgumentError):
+        bounded.validate({"n": -1})
+    assert bounded.validate({"n": 4}) == {"n": 4}
