@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.async_engine import AsyncEngine
     from engine.config import EngineConfig
-    from engine.engine import Engine, EngineStats
+    from engine.engine import Engine
     from engine.errors import (
         ConstraintViolationError,
         EngineClosedError,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from engine.request import Delta, Output, Request
     from engine.sampling import ForcingConstraint, TokenConstraint
     from engine.sampling_params import SamplingParams
+    from engine.stats import EngineStats
 
 _EXPORTS = {
     "AsyncEngine": "engine.async_engine",
@@ -38,7 +39,7 @@ _EXPORTS = {
     "EngineClosedError": "engine.errors",
     "EngineConfig": "engine.config",
     "EngineError": "engine.errors",
-    "EngineStats": "engine.engine",
+    "EngineStats": "engine.stats",
     "ForcingConstraint": "engine.sampling",
     "InvalidRequestError": "engine.errors",
     "ModelLoadError": "engine.errors",

@@ -49,6 +49,7 @@ from engine.sampling import (
 )
 from engine.scheduler import Chunk, Scheduler
 from engine.sequence import Sequence, Status
+from engine.stats import EngineStats
 from engine.tokenizer import IncrementalDetokenizer, OutputText, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -80,30 +81,6 @@ class _Ahead:
     host: torch.Tensor
     """The same, copied to (pinned) host memory once ``ready`` fires."""
     ready: torch.cuda.Event | None
-
-
-@dataclass
-class EngineStats:
-    running: int
-    waiting: int
-    kv_used: int
-    """Slots not free: held by running requests or by the prefix cache."""
-    kv_total: int
-    kv_free: int
-    cached_tokens: int
-    """Slots held by the prefix cache."""
-    evictable_tokens: int
-    pinned_tokens: int
-    cached_hit_tokens: int
-    """Prompt tokens served from the prefix cache, summed over admitted requests."""
-    prompt_tokens: int
-    generated_tokens: int
-    retractions: int
-    chunked_prefills: int
-    steps: int
-    """Forward passes run."""
-    forced_tokens: int = 0
-    """Output tokens appended by fast-forward (included in ``generated_tokens``)."""
 
 
 class Engine:
@@ -143,7 +120,7 @@ class Engine:
         vocab_limit = self.tokenizer.vocab_size if self.tokenizer else None
         self.logit_width = mcfg.vocab_size
         """Logit rows of the model (grammar masks are this wide; may exceed the tokenizer's vocabulary)."""
-        self.sampler = Sampler(seed=cfg.seed, vocab_limit=vocab_limit, mask_threads=cfg.resolved_mask_threads(),
+        self.sampler = Sampler(seed=cfg.seed, vocab_limit=vocab_limit, mask_threads=cfg.mask_threads,
                                pin_memory=self.device.type == "cuda")
         self.overlap = cfg.overlap if cfg.overlap is not None else self.device.type == "cuda"
         self._ahead: _Ahead | None = None
