@@ -199,6 +199,16 @@ async def test_list_runs_filters_and_pagination(store: RunStore) -> None:
         await store.list_runs(cursor="not a cursor")
 
 
+async def test_list_runs_by_tenant(store: RunStore) -> None:
+    for i in range(9):
+        await store.create_run(record(f"t{i}", tenant="acme" if i % 3 == 0 else "other" if i % 3 == 1 else None,
+                                      created_at=2000.0 + i))
+    page, _ = await store.list_runs(tenant="acme")
+    assert [r.run_id for r in page] == ["t6", "t3", "t0"]
+    assert all(r.tenant == "acme" for r in page)
+    assert (await store.get_run("t2")).tenant is None  # type: ignore[union-attr]
+
+
 async def test_purge_removes_only_old_finished_runs(store: RunStore) -> None:
     now = time.time()
     cases = {"old_done": ("completed", now - 10 * DAY), "old_failed": ("failed", now - 6 * DAY),
@@ -348,6 +358,43 @@ async def test_retention_days_purges_at_open(tmp_path: Path) -> None:
         assert len(await store.events("live")) == 1
     finally:
         await store.aclose()
+
+
+_VERSION_1_SCHEMA = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, version INTEGER NOT NULL, status TEXT NOT NULL,
+    input TEXT, output TEXT, error TEXT, spec TEXT, parent_run_id TEXT, interrupt TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE nodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL,
+    attempt INTEGER NOT NULL, output TEXT, writes TEXT NOT NULL
+);
+CREATE TABLE events (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, time REAL NOT NULL, node TEXT,
+    data TEXT NOT NULL, PRIMARY KEY (run_id, seq)
+);
+INSERT INTO runs VALUES ('old', 'wf', 1, 'completed', '{"a": 1}', NULL, NULL, NULL, NULL, NULL, 5.0, 6.0);
+PRAGMA user_version = 1;
+"""
+
+
+async def test_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_VERSION_1_SCHEMA)
+    conn.close()
+    store = SQLiteStore(path)
+    try:
+        old = await store.get_run("old")
+        assert old is not None and old.input == {"a": 1} and old.tenant is None
+        await store.create_run(record("new", tenant="acme"))
+        assert [r.run_id for r in (await store.list_runs(tenant="acme"))[0]] == ["new"]
+    finally:
+        await store.aclose()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
 
 
 def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path) -> None:

@@ -173,8 +173,10 @@ class Runtime:
         return self._tg, self.store
 
     async def start(self, workflow: WorkflowSpec | str | Any, input: Any = None, *,
-                    run_id: str | None = None) -> str:
-        """Validate the input, record the run, start it in the background; return its id."""
+                    run_id: str | None = None, tenant: str | None = None) -> str:
+        """Validate the input, record the run, start it in the background; return its id. ``tenant``
+        is stored with the run (the server scopes runs by it). A ``run_id`` already stored raises
+        ``RunExistsError`` and starts nothing."""
         tg, store = self._require_open()
         if isinstance(workflow, str):
             spec = self._workflow(workflow)
@@ -187,7 +189,8 @@ class Runtime:
         run_id = run_id or uuid.uuid4().hex
         now = time.time()
         record = RunRecord(run_id=run_id, workflow=spec.name, version=spec.version, status="running",
-                           input=run_input, spec=self._spec_json(spec), created_at=now, updated_at=now)
+                           input=run_input, spec=self._spec_json(spec), created_at=now, updated_at=now,
+                           tenant=tenant)
         await store.create_run(record)
         execution = RunExecution(run_id, spec, run_input, self._services())
         self._launch(tg, execution)

@@ -59,8 +59,9 @@ RunStatus = Literal["pending", "running", "interrupted", "completed", "failed", 
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 UNFINISHED = ("pending", "running")
 """Statuses ``unfinished_runs`` returns; interrupted runs wait for an explicit resume instead."""
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; a file with a larger number was written by a newer agentflow."""
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``; a file with a larger number was written by a newer agentflow.
+Version 2 added ``runs.tenant`` (files of version 1 are migrated when opened)."""
 MAX_BATCH_OPS = 1024
 """Most queued ops the writer folds into one transaction (bounds a batch's latency)."""
 PURGE_INTERVAL_S = 3600.0
@@ -84,6 +85,8 @@ class RunRecord(BaseModel):
     """``{"node": path, "prompt": ..., "schema": ...}`` while the run is interrupted."""
     created_at: float
     updated_at: float
+    tenant: str | None = None
+    """Who owns the run (the server's API-key tenant); None for runs started in-process."""
 
 
 @dataclass
@@ -123,7 +126,7 @@ class _RunFields(TypedDict, total=False):
 
 _RUN_FIELDS: TypeAdapter[_RunFields] = TypeAdapter(_RunFields)
 _RUN_COLUMNS = ("run_id", "workflow", "version", "status", "input", "output", "error", "spec", "parent_run_id",
-                "interrupt", "created_at", "updated_at")
+                "interrupt", "created_at", "updated_at", "tenant")
 _JSON_COLUMNS = ("input", "output", "spec", "interrupt")
 EventRow = tuple[str, int, str, float, str | None, str]  # run_id, seq, name, time, node, event JSON
 NodeRow = tuple[str, str, str, int, str | None, str]  # run_id, path, kind, attempt, output JSON, writes JSON
@@ -288,8 +291,9 @@ class RunStore(abc.ABC):
 
     @abc.abstractmethod
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
-        """Newest first; the second item is an opaque cursor for the next page, or None after the last."""
+                        cursor: str | None = None, tenant: str | None = None) -> tuple[list[RunRecord], str | None]:
+        """Newest first; the second item is an opaque cursor for the next page, or None after the last.
+        Each filter given (``status``, ``workflow``, ``tenant``) must match."""
 
     @abc.abstractmethod
     async def unfinished_runs(self) -> list[RunRecord]:

@@ -237,13 +237,14 @@ class MemoryStore(RunStore):
         return None if row is None else _run_from_row(row)
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
+                        cursor: str | None = None, tenant: str | None = None) -> tuple[list[RunRecord], str | None]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         after = _decode_cursor(cursor) if cursor else None
         await self.flush()
         rows = [row for row in self._runs.values()
                 if (status is None or row["status"] == status) and (workflow is None or row["workflow"] == workflow)
+                and (tenant is None or row["tenant"] == tenant)
                 and (after is None or (row["created_at"], row["run_id"]) < after)]
         rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
         runs = [_run_from_row(row) for row in rows[:limit]]

@@ -59,8 +59,9 @@ BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, version INTEGER NOT NULL, status TEXT NOT NULL,
     input TEXT, output TEXT, error TEXT, spec TEXT, parent_run_id TEXT, interrupt TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, tenant TEXT
 );
+CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at, run_id);
@@ -76,6 +77,16 @@ CREATE TABLE IF NOT EXISTS events (
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
+_MIGRATIONS = {
+    1: """
+BEGIN IMMEDIATE;
+ALTER TABLE runs ADD COLUMN tenant TEXT;
+CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, created_at, run_id);
+PRAGMA user_version = 2;
+COMMIT;
+""",
+}
+"""Schema upgrades: version N's file is brought to N + 1 by script N (in order, at open)."""
 _SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 _FINISHED_SQL = ", ".join(f"'{s}'" for s in sorted(FINISHED))
 _UNFINISHED_SQL = ", ".join(f"'{s}'" for s in UNFINISHED)
@@ -106,8 +117,11 @@ def _init_database(path: Path) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             log.warning("%s: journal_mode is %s, not WAL; writes may block readers", path, mode)
-        if version < SCHEMA_VERSION:
+        if version == 0:
             conn.executescript(_SCHEMA)
+        for step in range(version, SCHEMA_VERSION) if version else ():
+            log.info("%s: upgrading the run store schema from version %d to %d", path, step, step + 1)
+            conn.executescript(_MIGRATIONS[step])
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot open the run store: {exc}") from exc
     finally:
@@ -583,12 +597,12 @@ class SQLiteStore(RunStore):
         return await self._read(read)
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> tuple[list[RunRecord], str | None]:
+                        cursor: str | None = None, tenant: str | None = None) -> tuple[list[RunRecord], str | None]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("status", status), ("workflow", workflow)):
+        for column, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)

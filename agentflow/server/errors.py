@@ -1,0 +1,124 @@
+"""Error bodies: one shape for every route, OpenAI's: ``{"error": {"message", "type", "param", "code"}}``.
+
+Route code raises :class:`ApiError` (or an ``AgentflowError``, mapped by its class); anything else
+becomes a logged 500 with no internals in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from agentflow.errors import AgentflowError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error",
+          415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+          503: "overloaded_error"}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    details: list[dict[str, Any]] | None = None
+    """Every problem, for requests with several (e.g. workflow validation errors)."""
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """An error response: status, message and the stable ``code``."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+        self.details, self.headers = details, headers
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, code=self.code, param=self.param, details=self.details,
+                              headers=self.headers)
+
+
+def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
+                   details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    detail: dict[str, Any] = {"message": message, "type": _TYPES.get(status, "api_error" if status >= 500
+                                                                     else "invalid_request_error"),
+                              "param": param, "code": code}
+    if details is not None:
+        detail["details"] = details
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+def from_validation(exc: ValidationError, *, where: str = "body") -> ApiError:
+    """A pydantic error on a request body: 422 naming the first bad field, every problem in details."""
+    problems = [{"loc": [str(p) for p in e["loc"]], "message": e["msg"], "type": e["type"]} for e in exc.errors()]
+    first = problems[0] if problems else {"loc": [], "message": str(exc)}
+    param = ".".join(first["loc"]) or None
+    message = f"{where}: {param + ': ' if param else ''}{first['message']}"
+    return ApiError(422, message, code="invalid_request", param=param, details=problems)
+
+
+def _status_of(exc: AgentflowError) -> int:
+    from agentflow.runtime.errors import (
+        InvalidInputError,
+        RunExistsError,
+        RunNotFoundError,
+        RunStateError,
+        WorkflowNotFoundError,
+    )
+
+    if isinstance(exc, (RunNotFoundError, WorkflowNotFoundError)):
+        return 404
+    if isinstance(exc, (RunStateError, RunExistsError)):
+        return 409
+    if isinstance(exc, InvalidInputError):
+        return 422
+    return 500
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def handle_agentflow_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AgentflowError)
+    status = _status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return error_response(500, "internal error", code=exc.code)
+    return error_response(status, str(exc), code=exc.code)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return error_response(exc.status_code, message, code="not_found" if exc.status_code == 404 else None,
+                          headers=dict(exc.headers) if exc.headers else None)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal error", code="internal_error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiError: handle_api_error,
+    AgentflowError: handle_agentflow_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "ApiError", "ErrorBody", "ErrorDetail", "error_response", "from_validation"]

@@ -1,0 +1,232 @@
+"""Runs: create (202 + ``Location``; ``Idempotency-Key``; ``?wait=true``), get, list, cancel, resume,
+and the run's events as Server-Sent Events.
+
+The event stream: ``id:`` is the run's ``seq``, ``event:`` the event name, ``data:`` the event as
+JSON. A client that reconnects with ``Last-Event-ID: N`` (or ``?after=N``) gets every event after
+``N`` — replayed from the store, then live — with nothing missed or repeated; comment lines are sent
+every ``heartbeat_s``; the stream ends after the run's terminal event. A run goes on when its
+subscriber leaves.
+
+Runs belong to the tenant of the API key that created them: another tenant's run ids answer 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from agentflow.runtime.errors import RunExistsError
+from agentflow.runtime.store import RunRecord
+from agentflow.server.endpoint import Endpoint, body, query
+from agentflow.server.errors import ApiError
+from agentflow.server.state import ServerState, state_of, tenant_of
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class RunView(BaseModel):
+    run_id: str
+    workflow: str
+    version: int
+    status: str
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    interrupt: dict[str, Any] | None = None
+    created_at: float
+    updated_at: float
+    events_url: str
+
+
+class RunList(BaseModel):
+    data: list[RunView]
+    next_cursor: str | None = None
+
+
+class CreateRun(BaseModel):
+    input: dict[str, Any] = Field(default_factory=dict, description="The run's input (checked against the "
+                                  "workflow's input schema).")
+
+
+class CreateQuery(BaseModel):
+    wait: bool = Field(default=False, description="Answer when the run finishes (or pauses at an interrupt).")
+
+
+class ListQuery(BaseModel):
+    status: str | None = Field(default=None, pattern="^(pending|running|interrupted|completed|failed|cancelled)$")
+    workflow: str | None = Field(default=None, max_length=128)
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+class ResumeRun(BaseModel):
+    value: Any = Field(default=None, description="The value the interrupt waits for (an approval: "
+                       "{\"approved\": true})")
+    node: str | None = Field(default=None, description="Which interrupt, when several wait.")
+
+
+class CancelRun(BaseModel):
+    reason: str = Field(default="cancelled by request", max_length=1000)
+
+
+class EventsQuery(BaseModel):
+    after: int | None = Field(default=None, ge=0, description="Replay events after this seq (as Last-Event-ID).")
+
+
+def view(record: RunRecord) -> dict[str, Any]:
+    return {"run_id": record.run_id, "workflow": record.workflow, "version": record.version,
+            "status": record.status, "input": record.input, "output": record.output, "error": record.error,
+            "interrupt": record.interrupt, "created_at": record.created_at, "updated_at": record.updated_at,
+            "events_url": f"/v1/runs/{record.run_id}/events"}
+
+
+async def owned_run(state: ServerState, run_id: str, tenant: str) -> RunRecord:
+    """The run if it belongs to ``tenant``; 404 otherwise (whether it exists for another tenant or not)."""
+    store = state.runtime.store
+    assert store is not None
+    record = await store.get_run(run_id) if len(run_id) <= 128 else None
+    if record is None or (record.tenant or "default") != tenant:
+        raise ApiError(404, f"no run {run_id!r}", code="run_not_found")
+    return record
+
+
+def idempotent_run_id(scope: str, key: str) -> str:
+    """The run id a client's key maps to: same tenant and key, same run."""
+    return hashlib.sha256(f"{scope}\x00{key}".encode()).hexdigest()[:32]
+
+
+async def start_run(state: ServerState, workflow: str, run_input: dict[str, Any], tenant: str, *,
+                    run_id: str | None = None) -> tuple[RunRecord, bool]:
+    """Start a run (or find the one ``run_id`` already names); return it and whether it is new. A
+    stored run with the same id but another workflow or input is a 422 (a reused key)."""
+    runtime = state.runtime
+    if state.registry.latest(workflow) is None:
+        raise ApiError(404, f"no workflow named {workflow!r}", code="workflow_not_found")
+    try:
+        started = await runtime.start(workflow, run_input, run_id=run_id, tenant=tenant)
+    except RunExistsError:
+        assert run_id is not None
+        record = await owned_run(state, run_id, tenant)
+        if record.workflow != workflow or record.input != run_input:
+            raise ApiError(422, "this Idempotency-Key was used for a different request (another workflow or "
+                           "input); use a new key", code="idempotency_key_reused") from None
+        return record, False
+    return await runtime.get_run(started), True
+
+
+async def create_run(request: Request) -> Response:
+    state, tenant = state_of(request), tenant_of(request)
+    workflow = request.path_params["name"]
+    options = query(request, CreateQuery)
+    payload = await body(request, CreateRun)
+    key = request.headers.get("idempotency-key")
+    run_id = None
+    if key is not None:
+        if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+            raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", code="bad_key",
+                           param="Idempotency-Key")
+        run_id = idempotent_run_id(f"runs:{tenant}", key)
+    record, _ = await start_run(state, workflow, payload.input, tenant, run_id=run_id)
+    headers = {"Location": f"/v1/runs/{record.run_id}"}
+    if options.wait:
+        record = await state.runtime.wait(record.run_id)
+        return JSONResponse(view(record), headers=headers)
+    return JSONResponse(view(record), status_code=202, headers=headers)
+
+
+async def get_run(request: Request) -> Response:
+    record = await owned_run(state_of(request), request.path_params["run_id"], tenant_of(request))
+    return JSONResponse(view(record))
+
+
+async def list_runs(request: Request) -> Response:
+    state, tenant = state_of(request), tenant_of(request)
+    options = query(request, ListQuery)
+    store = state.runtime.store
+    assert store is not None
+    try:
+        runs, cursor = await store.list_runs(status=options.status, workflow=options.workflow, limit=options.limit,
+                                             cursor=options.cursor, tenant=tenant)
+    except ValueError as exc:
+        raise ApiError(422, str(exc), code="invalid_cursor", param="cursor") from None
+    return JSONResponse({"data": [view(r) for r in runs], "next_cursor": cursor})
+
+
+async def cancel_run(request: Request) -> Response:
+    state, tenant = state_of(request), tenant_of(request)
+    run_id = request.path_params["run_id"]
+    record = await owned_run(state, run_id, tenant)
+    reason = (await body(request, CancelRun)).reason if (await request.body()).strip() else "cancelled by request"
+    if record.status in ("completed", "failed", "cancelled"):
+        raise ApiError(409, f"run {run_id!r} is already {record.status}", code="run_finished")
+    record = await state.runtime.cancel(run_id, reason)
+    return JSONResponse(view(record))
+
+
+async def resume_run(request: Request) -> Response:
+    state, tenant = state_of(request), tenant_of(request)
+    run_id = request.path_params["run_id"]
+    await owned_run(state, run_id, tenant)
+    payload = await body(request, ResumeRun)
+    await state.runtime.resume(run_id, payload.value, node=payload.node)
+    return JSONResponse(view(await state.runtime.get_run(run_id)), status_code=202,
+                        headers={"Location": f"/v1/runs/{run_id}"})
+
+
+def _last_event_id(request: Request) -> int:
+    after = query(request, EventsQuery).after
+    header = request.headers.get("last-event-id")
+    if header is not None and header.strip():
+        try:
+            after = max(after or 0, int(header))
+        except ValueError:
+            raise ApiError(400, f"Last-Event-ID must be an event's integer id, got {header[:40]!r}",
+                           code="bad_last_event_id", param="Last-Event-ID") from None
+        if after < 0:
+            raise ApiError(400, "Last-Event-ID must be >= 0", code="bad_last_event_id", param="Last-Event-ID")
+    return after or 0
+
+
+async def run_events(request: Request) -> Response:
+    state, tenant = state_of(request), tenant_of(request)
+    run_id = request.path_params["run_id"]
+    await owned_run(state, run_id, tenant)
+    after = _last_event_id(request)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        async for event in state.runtime.events(run_id, after=after):
+            yield ServerSentEvent(event.model_dump_json(), event=getattr(event, "event", None), id=str(event.seq))
+
+    return EventSourceResponse(stream(), ping=state.config.heartbeat_s, headers={"Cache-Control": "no-store",
+                                                                                "X-Accel-Buffering": "no"})
+
+
+TAG = "runs"
+ENDPOINTS = [
+    Endpoint("POST", "/v1/workflows/{name}/runs", create_run, "Start a run", TAG, body=CreateRun, query=CreateQuery,
+             responses={200: RunView, 202: RunView}, errors=(404,),
+             description="202 with Location; with ?wait=true, 200 once the run finishes or pauses. The "
+             "Idempotency-Key header makes retries safe: same key and body, same run; same key with "
+             "another body, 422."),
+    Endpoint("GET", "/v1/runs", list_runs, "List runs (newest first, cursor pagination)", TAG, query=ListQuery,
+             responses={200: RunList}),
+    Endpoint("GET", "/v1/runs/{run_id}", get_run, "Get a run", TAG, responses={200: RunView}, errors=(404,)),
+    Endpoint("POST", "/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run", TAG, responses={200: RunView},
+             errors=(404, 409)),
+    Endpoint("POST", "/v1/runs/{run_id}/resume", resume_run, "Resume a run waiting at an interrupt", TAG,
+             body=ResumeRun, responses={202: RunView}, errors=(404, 409)),
+    Endpoint("GET", "/v1/runs/{run_id}/events", run_events, "Follow a run's events (SSE)", TAG, query=EventsQuery,
+             responses={200: "text/event-stream"}, errors=(404,),
+             description="id: is the event's seq; reconnect with Last-Event-ID (or ?after=) to resume."),
+]
+
+__all__ = ["ENDPOINTS", "idempotent_run_id", "owned_run", "start_run", "view"]

@@ -1,0 +1,183 @@
+"""Workflows: list, get (IR and source), validate, register / update (versioned), delete.
+
+YAML goes in as the raw request body (``Content-Type: application/yaml``; ``text/yaml`` and
+``text/plain`` are accepted too); a JSON body is taken as IR (the same document YAML maps to).
+Validation errors come back as a 422 whose ``error.details`` lists every issue with its code, JSON
+pointer, and for YAML its line and column.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from agentflow.dsl.errors import WorkflowValidationError
+from agentflow.dsl.ir import WorkflowSpec
+from agentflow.server.endpoint import Endpoint, query
+from agentflow.server.errors import ApiError
+from agentflow.server.registry import Version
+from agentflow.server.state import state_of
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
+
+
+class WorkflowSummary(BaseModel):
+    name: str
+    version: int
+    description: str
+    versions: list[int]
+    origin: str
+    created_at: float
+
+
+class WorkflowList(BaseModel):
+    data: list[WorkflowSummary]
+
+
+class WorkflowDetail(WorkflowSummary):
+    ir: dict[str, Any]
+    source: str | None = Field(description="The YAML it was registered from; null for IR given as JSON.")
+
+
+class Issue(BaseModel):
+    code: str
+    message: str
+    pointer: str = ""
+    line: int | None = None
+    column: int | None = None
+
+
+class ValidationResult(BaseModel):
+    valid: bool
+    name: str | None = None
+    issues: list[Issue]
+
+
+class VersionQuery(BaseModel):
+    version: int | None = Field(default=None, ge=1)
+
+
+def _summary(versions: list[Version]) -> dict[str, Any]:
+    latest = versions[-1]
+    return {"name": latest.spec.name, "version": latest.version, "description": latest.spec.description,
+            "versions": [v.version for v in versions], "origin": latest.origin, "created_at": latest.created_at}
+
+
+async def _parse(request: Request) -> tuple[WorkflowSpec | None, str | None, list[dict[str, Any]]]:
+    """The workflow in the body (YAML or JSON IR), its YAML source, and every issue found."""
+    from agentflow.dsl.validate import validate_data
+    from agentflow.dsl.yaml_loader import validate_yaml
+
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the workflow must be UTF-8 text", code="invalid_encoding") from None
+    if not text.strip():
+        raise ApiError(400, "the request body is empty; send the workflow as YAML", code="empty_body")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    state = state_of(request)
+    known = set(state.runtime.workflows)
+    tools = set(state.runtime.tools.names())
+    if kind == "application/json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        spec, issues = validate_data(data, workflows=known, tools=tools)
+        return (None if issues else spec), None, [i.model_dump() for i in issues]
+    if kind and kind not in YAML_TYPES:
+        raise ApiError(415, f"send the workflow as application/yaml (or IR as application/json), not {kind}",
+                       code="unsupported_media_type")
+    issues = validate_yaml(text, workflows=known, tools=tools)
+    if issues:
+        return None, text, [i.model_dump() for i in issues]
+    from agentflow.dsl.yaml_loader import load_yaml
+
+    try:
+        return load_yaml(text, workflows=known, tools=tools), text, []
+    except WorkflowValidationError as exc:  # pragma: no cover - validate_yaml said it was fine
+        return None, text, [i.model_dump() for i in exc.issues]
+
+
+def _invalid(issues: list[dict[str, Any]]) -> ApiError:
+    first = issues[0]
+    where = f" (line {first['line']}, column {first['column']})" if first.get("line") else ""
+    return ApiError(422, f"{len(issues)} problem(s) in the workflow; first: {first['code']}: {first['message']}"
+                    f"{where}", code="invalid_workflow", param=first.get("pointer") or None, details=issues)
+
+
+async def list_workflows(request: Request) -> Response:
+    registry = state_of(request).registry
+    return JSONResponse({"data": [_summary(registry.versions(name)) for name in registry.names()]})
+
+
+async def get_workflow(request: Request) -> Response:
+    name = request.path_params["name"]
+    registry = state_of(request).registry
+    versions = registry.versions(name)
+    if not versions:
+        raise ApiError(404, f"no workflow named {name!r}", code="workflow_not_found")
+    wanted = query(request, VersionQuery).version
+    chosen = versions[-1] if wanted is None else next((v for v in versions if v.version == wanted), None)
+    if chosen is None:
+        raise ApiError(404, f"workflow {name!r} has no version {wanted} (versions: {[v.version for v in versions]})",
+                       code="version_not_found")
+    body = {**_summary(versions), "version": chosen.version, "ir": chosen.spec.to_dict(), "source": chosen.source}
+    return JSONResponse(body)
+
+
+async def validate_workflow(request: Request) -> Response:
+    spec, _, issues = await _parse(request)
+    if issues:
+        raise _invalid(issues)
+    assert spec is not None
+    return JSONResponse({"valid": True, "name": spec.name, "issues": []})
+
+
+async def register_workflow(request: Request) -> Response:
+    spec, source, issues = await _parse(request)
+    if issues:
+        raise _invalid(issues)
+    assert spec is not None
+    expected = request.path_params.get("name")
+    if expected is not None and spec.name != expected:
+        raise ApiError(422, f"the workflow is named {spec.name!r} but the URL says {expected!r}",
+                       code="name_mismatch", param="name")
+    registry = state_of(request).registry
+    existed = registry.latest(spec.name) is not None
+    entry = registry.add(spec, source=source, origin="api")
+    status = 200 if existed else 201
+    return JSONResponse(_summary(registry.versions(entry.spec.name)), status_code=status,
+                        headers={"Location": f"/v1/workflows/{entry.spec.name}"})
+
+
+async def delete_workflow(request: Request) -> Response:
+    name = request.path_params["name"]
+    if not state_of(request).registry.remove(name):
+        raise ApiError(404, f"no workflow named {name!r}", code="workflow_not_found")
+    return Response(status_code=204)
+
+
+TAG = "workflows"
+_YAML = "application/yaml"
+ENDPOINTS = [
+    Endpoint("GET", "/v1/workflows", list_workflows, "List workflows", TAG, responses={200: WorkflowList}),
+    Endpoint("POST", "/v1/workflows/validate", validate_workflow, "Validate a workflow (YAML) without registering",
+             TAG, raw_body=_YAML, responses={200: ValidationResult}, errors=(415,)),
+    Endpoint("POST", "/v1/workflows", register_workflow, "Register a workflow (YAML); a known name gets a new "
+             "version", TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary}, errors=(415,)),
+    Endpoint("GET", "/v1/workflows/{name}", get_workflow, "Get a workflow: IR and source", TAG,
+             query=VersionQuery, responses={200: WorkflowDetail}, errors=(404,)),
+    Endpoint("PUT", "/v1/workflows/{name}", register_workflow, "Register or update the named workflow (YAML)",
+             TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary}, errors=(415,),
+             operation_id="put_workflow"),
+    Endpoint("DELETE", "/v1/workflows/{name}", delete_workflow, "Delete a workflow (runs of it go on)", TAG,
+             responses={204: None}, errors=(404,)),
+]
+
+__all__ = ["ENDPOINTS"]
