@@ -25,6 +25,13 @@ class Metrics:
                                  "Time to the response's first byte, by route and method", ["route", "method"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
 
+        self.ttft = Histogram("agentflow_time_to_first_token_seconds",
+                              "Generation requests: time from arrival to the first generated text",
+                              ["api"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inter_token = Histogram("agentflow_inter_token_seconds",
+                                     "Generation requests: time between successive streamed pieces of text",
+                                     ["api"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
