@@ -5,6 +5,7 @@
     agentflow validate workflows/*.yaml                                 # every problem with line:column
     agentflow generate --model demo --prompt "Hello"          # stream a completion
     agentflow generate --model demo --chat --prompt "Hello"   # through the chat template
+    agentflow serve --model demo --workflows workflows/      # the HTTP server (agentflow.cli_serve)
 
 ``run``, ``resume`` and ``validate`` live in :mod:`agentflow.cli_run`.
 """
@@ -17,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agentflow import __version__, cli_run
+from agentflow import __version__, cli_run, cli_serve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(run=_generate)
     cli_run.add_commands(sub)
+    cli_serve.add_command(sub)
     return parser
 
 

@@ -81,11 +81,11 @@ class ServerConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> ServerConfig:
-        """Load a YAML (or JSON) file; ``overrides`` that are not None win over it."""
+        """Load a YAML (or JSON) file; ``overrides`` win over it."""
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the server config must be a mapping, got {type(data).__name__}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        data.update(overrides)
         return cls.model_validate(data)
 
 

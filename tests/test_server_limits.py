@@ -1,0 +1,105 @@
+"""Limits and edges of the server: body size (413), per-key rate limit (429 + Retry-After), CORS,
+unknown routes and methods in the JSON error shape, and `agentflow serve` as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from agentflow.server import ServerConfig
+from tests.serving import free_port, running_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_body_limit_rejects_large_bodies_before_the_handler() -> None:
+    config = ServerConfig(model=None, store=":memory:", max_body_bytes=2048)
+    with running_server(config) as url, httpx.Client(base_url=url) as client:
+        big = "x" * 5000
+        r = client.post("/v1/workflows/validate", content=f"name: {big}", headers={"content-type": "application/yaml"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+        def chunks():  # no Content-Length: the limit applies to the streamed bytes
+            for _ in range(10):
+                yield b"y" * 512
+
+        r = client.post("/v1/workflows/validate", content=chunks(), headers={"content-type": "application/yaml"})
+        assert r.status_code == 413
+        small = client.post("/v1/workflows/validate", content="name: [", headers={"content-type": "application/yaml"})
+        assert small.status_code == 422  # under the limit: handled normally
+        assert client.get("/health").status_code == 200
+
+
+def test_rate_limit_per_key() -> None:
+    keys = [{"tenant": "a", "key": "aaaaaaaaaaaaaaaa-1"}, {"tenant": "b", "key": "bbbbbbbbbbbbbbbb-2"}]
+    config = ServerConfig(model=None, store=":memory:", api_keys=keys, rate_limit_per_s=0.5, rate_limit_burst=3)
+    with running_server(config) as url, httpx.Client(base_url=url) as client:
+        a = {"Authorization": "Bearer aaaaaaaaaaaaaaaa-1"}
+        b = {"Authorization": "Bearer bbbbbbbbbbbbbbbb-2"}
+        codes = [client.get("/v1/runs", headers=a).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+        limited = client.get("/v1/runs", headers=a)
+        assert limited.json()["error"]["type"] == "rate_limit_error"
+        assert 1 <= int(limited.headers["retry-after"]) <= 2
+        assert client.get("/v1/runs", headers=b).status_code == 200  # another key has its own bucket
+        assert client.get("/health").status_code == 200  # unauthenticated routes are not limited
+
+
+def test_cors_and_error_shape_for_unknown_routes() -> None:
+    config = ServerConfig(model=None, store=":memory:", cors_origins=["http://app.example"])
+    with running_server(config) as url, httpx.Client(base_url=url) as client:
+        pre = client.options("/v1/runs", headers={"Origin": "http://app.example",
+                                                  "Access-Control-Request-Method": "POST",
+                                                  "Access-Control-Request-Headers": "authorization,content-type"})
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == "http://app.example"
+        other = client.options("/v1/runs", headers={"Origin": "http://evil.example",
+                                                    "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
+        r = client.get("/v1/nothing-here")
+        assert r.status_code == 404 and set(r.json()["error"]) >= {"message", "type", "param", "code"}
+        r = client.delete("/health")
+        assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+        assert client.get("/openapi.json").json()["openapi"].startswith("3.")
+        assert "agentflow API" in client.get("/docs").text
+
+
+def test_agentflow_serve_runs_a_workflow(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "serve", "--model", "none", "--workflows",
+                             str(ROOT / "tests" / "data" / "server"), "--store", str(tmp_path / "runs.db"),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "agentflow serve did not become ready"
+            time.sleep(0.2)
+        with httpx.Client(base_url=url) as client:
+            names = [w["name"] for w in client.get("/v1/workflows").json()["data"]]
+            assert names == ["double"]
+            run = client.post("/v1/workflows/double/runs?wait=true", json={"input": {"x": 21}}).json()
+            assert run["status"] == "completed" and run["output"] == 42
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    assert (tmp_path / "runs.db").exists()

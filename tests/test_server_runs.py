@@ -1,0 +1,310 @@
+"""The runs and workflows API over a real uvicorn server: create (202 + Location, Idempotency-Key,
+?wait), get, list (filters, cursor), cancel, resume, and the SSE event stream followed with
+httpx-sse, cut mid-run and resumed with Last-Event-ID."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from httpx_sse import EventSource, ServerSentEvent, connect_sse
+
+from agentflow.server import ServerConfig
+from tests.serving import running_server
+
+STEPS = """
+name: steps
+input:
+  type: object
+  properties: {n: {type: integer}, delay: {type: number}}
+  required: [n]
+state:
+  total: {type: integer, default: 0}
+nodes:
+  - id: a
+    kind: tool
+    tool: tick
+    args: {x: "{{ input.n }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
+    writes: total
+  - id: b
+    kind: tool
+    tool: tick
+    args: {x: "{{ state.total }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
+    writes: total
+  - id: c
+    kind: tool
+    tool: tick
+    args: {x: "{{ state.total }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
+    writes: total
+  - id: d
+    kind: tool
+    tool: tick
+    args: {x: "{{ state.total }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
+    writes: total
+edges:
+  - {from: a, to: b}
+  - {from: b, to: c}
+  - {from: c, to: d}
+output: state.total
+"""
+
+APPROVAL = """
+name: approval
+input: {type: object, properties: {amount: {type: integer}}, required: [amount]}
+nodes:
+  - id: ask
+    kind: interrupt
+    prompt: "Approve {{ input.amount }}?"
+    schema: {type: object, properties: {approved: {type: boolean}}, required: [approved]}
+  - {id: record, kind: tool, tool: tick, args: {x: "{{ input.amount }}"}}
+edges:
+  - {from: ask, to: record}
+output: ask
+"""
+
+SLEEPY = """
+name: sleepy
+nodes:
+  - {id: nap, kind: tool, tool: nap, args: {}}
+"""
+
+
+async def tick(x: int, delay: float = 0.0) -> int:
+    if delay:
+        await anyio.sleep(delay)
+    return x + 1
+
+
+async def nap() -> str:
+    await anyio.sleep(60)
+    return "woke"
+
+
+YAML = {"content-type": "application/yaml"}
+KEYS = [{"tenant": "acme", "key": "acme-secret-key-0001"}, {"tenant": "globex", "key": "globex-secret-key-002"}]
+ACME = {"Authorization": "Bearer acme-secret-key-0001"}
+GLOBEX = {"Authorization": "Bearer globex-secret-key-002"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    store = tmp_path_factory.mktemp("server") / "runs.db"
+    config = ServerConfig(model=None, store=str(store), api_keys=KEYS, heartbeat_s=0.2)
+    with running_server(config, tools=[tick, nap]) as url:
+        with httpx.Client(base_url=url, headers=ACME) as client:
+            for text in (STEPS, APPROVAL, SLEEPY):
+                assert client.post("/v1/workflows", content=text, headers=YAML).status_code == 201
+        yield url
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, headers=ACME, timeout=30) as c:
+        yield c
+
+
+def wait_status(client: httpx.Client, run_id: str, *statuses: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/v1/runs/{run_id}").json()
+        if run["status"] in statuses or time.monotonic() > deadline:
+            return run  # type: ignore[no-any-return]
+        time.sleep(0.05)
+
+
+def test_create_returns_202_with_location_and_the_run_finishes(client: httpx.Client) -> None:
+    r = client.post("/v1/workflows/steps/runs", json={"input": {"n": 1}})
+    assert r.status_code == 202
+    run = r.json()
+    assert r.headers["location"] == f"/v1/runs/{run['run_id']}"
+    assert run["status"] == "running" and run["workflow"] == "steps"
+    done = wait_status(client, run["run_id"], "completed")
+    assert done["status"] == "completed" and done["output"] == 5  # four ticks from 1
+
+
+def test_wait_true_returns_the_finished_run(client: httpx.Client) -> None:
+    r = client.post("/v1/workflows/steps/runs?wait=true", json={"input": {"n": 10}})
+    assert r.status_code == 200
+    assert r.json()["status"] == "completed" and r.json()["output"] == 14
+
+
+def test_bad_input_unknown_workflow_and_bad_json(client: httpx.Client) -> None:
+    r = client.post("/v1/workflows/steps/runs", json={"input": {"n": "three"}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    r = client.post("/v1/workflows/nope/runs", json={"input": {}})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "workflow_not_found"
+    r = client.post("/v1/workflows/steps/runs", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = client.post("/v1/workflows/steps/runs", json={"input": [1, 2]})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "input"
+    assert client.get("/v1/runs/does-not-exist").status_code == 404
+
+
+def test_idempotency_key(client: httpx.Client) -> None:
+    key = {"Idempotency-Key": f"order-{time.time_ns()}"}
+    first = client.post("/v1/workflows/steps/runs", json={"input": {"n": 2}}, headers=key)
+    again = client.post("/v1/workflows/steps/runs", json={"input": {"n": 2}}, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["run_id"] == again.json()["run_id"]
+    other = client.post("/v1/workflows/steps/runs", json={"input": {"n": 3}}, headers=key)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    # the key is the tenant's own: another tenant with the same key gets its own run
+    theirs = client.post("/v1/workflows/steps/runs", json={"input": {"n": 2}}, headers={**key, **GLOBEX})
+    assert theirs.status_code == 202 and theirs.json()["run_id"] != first.json()["run_id"]
+    runs = [r for r in client.get("/v1/runs", params={"workflow": "steps", "limit": 500}).json()["data"]
+            if r["run_id"] == first.json()["run_id"]]
+    assert len(runs) == 1
+
+
+def test_tenants_see_only_their_runs(server: str, client: httpx.Client) -> None:
+    run_id = client.post("/v1/workflows/steps/runs?wait=true", json={"input": {"n": 0}}).json()["run_id"]
+    with httpx.Client(base_url=server, headers=GLOBEX) as other:
+        assert other.get(f"/v1/runs/{run_id}").status_code == 404
+        assert other.post(f"/v1/runs/{run_id}/cancel").status_code == 404
+        assert other.get(f"/v1/runs/{run_id}/events").status_code == 404
+        assert run_id not in [r["run_id"] for r in other.get("/v1/runs", params={"limit": 500}).json()["data"]]
+    assert run_id in [r["run_id"] for r in client.get("/v1/runs", params={"limit": 500}).json()["data"]]
+
+
+def test_auth_is_required(server: str) -> None:
+    with httpx.Client(base_url=server) as anonymous:
+        r = anonymous.get("/v1/runs")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = anonymous.get("/v1/runs", headers={"Authorization": "Bearer acme-secret-key-0002"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert anonymous.get("/health").status_code == 200  # operations stay open
+
+
+def test_list_filters_and_cursor_pagination(client: httpx.Client) -> None:
+    ids = [client.post("/v1/workflows/steps/runs?wait=true", json={"input": {"n": i}}).json()["run_id"]
+           for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"workflow": "steps", "status": "completed", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/runs", params=params).json()
+        assert len(page["data"]) <= 2
+        assert all(r["workflow"] == "steps" and r["status"] == "completed" for r in page["data"])
+        seen += [r["run_id"] for r in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen))
+    assert seen[:5] == ids[::-1]  # newest first
+    assert client.get("/v1/runs", params={"cursor": "garbage"}).status_code == 422
+    assert client.get("/v1/runs", params={"limit": 0}).status_code == 422
+    assert client.get("/v1/runs", params={"status": "sleeping"}).status_code == 422
+
+
+def test_cancel_and_resume(client: httpx.Client) -> None:
+    run_id = client.post("/v1/workflows/sleepy/runs", json={}).json()["run_id"]
+    wait_status(client, run_id, "running")
+    r = client.post(f"/v1/runs/{run_id}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert client.post(f"/v1/runs/{run_id}/cancel").status_code == 409
+
+    run_id = client.post("/v1/workflows/approval/runs", json={"input": {"amount": 7}}).json()["run_id"]
+    paused = wait_status(client, run_id, "interrupted")
+    assert paused["status"] == "interrupted" and paused["interrupt"]["prompt"] == "Approve 7?"
+    bad = client.post(f"/v1/runs/{run_id}/resume", json={"value": {"approved": "yes"}})
+    assert bad.status_code == 422
+    r = client.post(f"/v1/runs/{run_id}/resume", json={"value": {"approved": True}})
+    assert r.status_code == 202
+    done = wait_status(client, run_id, "completed")
+    assert done["output"] == {"approved": True}
+    again = client.post(f"/v1/runs/{run_id}/resume", json={"value": {"approved": True}})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_run_state"
+
+
+def events_of(source: EventSource) -> Iterator[ServerSentEvent]:
+    """The stream's events. httpx-sse also reports each heartbeat (a comment line, then a blank line) as an
+    empty event carrying the last id; those are not events and are skipped."""
+    return (sse for sse in source.iter_sse() if sse.data)
+
+
+def _stored_events(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    with connect_sse(client, "GET", f"/v1/runs/{run_id}/events") as source:
+        return [json.loads(sse.data) | {"_id": sse.id, "_event": sse.event} for sse in events_of(source)]
+
+
+def test_sse_follows_a_run_and_resumes_after_a_disconnect(client: httpx.Client) -> None:
+    run_id = client.post("/v1/workflows/steps/runs", json={"input": {"n": 1, "delay": 0.15}}).json()["run_id"]
+    received: list[dict[str, Any]] = []
+    with connect_sse(client, "GET", f"/v1/runs/{run_id}/events") as source:
+        for sse in events_of(source):
+            received.append(json.loads(sse.data) | {"_id": sse.id, "_event": sse.event})
+            if len(received) == 5:
+                break  # cut mid-run
+    assert received[-1]["event"] != "run.completed"
+    last = received[-1]["_id"]
+    with connect_sse(client, "GET", f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": last}) as source:
+        for sse in events_of(source):
+            received.append(json.loads(sse.data) | {"_id": sse.id, "_event": sse.event})
+    # the stream ended by itself after the terminal event
+    assert received[-1]["event"] == "run.completed" and received[-1]["output"] == 5
+    stored = _stored_events(client, run_id)
+    assert [e["seq"] for e in received] == [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+    assert received == stored
+    assert all(e["_id"] == str(e["seq"]) and e["_event"] == e["event"] for e in received)
+    # ?after= is the same as Last-Event-ID
+    with connect_sse(client, "GET", f"/v1/runs/{run_id}/events", params={"after": 3}) as source:
+        assert [int(s.id) for s in events_of(source)] == [e["seq"] for e in stored[3:]]
+    bad = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": "seven"})
+    assert bad.status_code == 400
+
+
+def test_a_run_goes_on_when_its_subscriber_leaves(client: httpx.Client) -> None:
+    run_id = client.post("/v1/workflows/steps/runs", json={"input": {"n": 0, "delay": 0.1}}).json()["run_id"]
+    with connect_sse(client, "GET", f"/v1/runs/{run_id}/events") as source:
+        next(events_of(source))
+    assert wait_status(client, run_id, "completed")["output"] == 4
+
+
+def test_sse_sends_heartbeats_while_a_run_waits(server: str) -> None:
+    with httpx.Client(base_url=server, headers=ACME, timeout=10) as client:
+        run_id = client.post("/v1/workflows/approval/runs", json={"input": {"amount": 1}}).json()["run_id"]
+        wait_status(client, run_id, "interrupted")
+        lines: list[str] = []
+        with client.stream("GET", f"/v1/runs/{run_id}/events") as response:
+            started = time.monotonic()
+            for line in response.iter_lines():
+                lines.append(line)
+                if sum(1 for x in lines if x.startswith(":")) >= 2 or time.monotonic() - started > 5:
+                    break
+        assert sum(1 for x in lines if x.startswith(":")) >= 2  # comment lines: the heartbeat
+        client.post(f"/v1/runs/{run_id}/cancel")
+
+
+def test_workflow_registry_versions(client: httpx.Client) -> None:
+    text = STEPS.replace("name: steps", "name: versioned")
+    r = client.put("/v1/workflows/versioned", content=text, headers=YAML)
+    assert r.status_code == 201 and r.json()["version"] == 1
+    r = client.put("/v1/workflows/versioned", content=text.replace("output: state.total", "output: state"),
+                   headers=YAML)
+    assert r.status_code == 200 and r.json()["versions"] == [1, 2]
+    detail = client.get("/v1/workflows/versioned").json()
+    assert detail["version"] == 2 and detail["source"].startswith("\nname: versioned")
+    assert client.get("/v1/workflows/versioned", params={"version": 1}).json()["ir"]["output"] == "state.total"
+    assert client.get("/v1/workflows/versioned", params={"version": 9}).status_code == 404
+    run = client.post("/v1/workflows/versioned/runs?wait=true", json={"input": {"n": 0}}).json()
+    assert run["version"] == 2 and run["output"] == {"total": 4}
+    assert client.put("/v1/workflows/other", content=text, headers=YAML).status_code == 422  # name mismatch
+    bad = client.post("/v1/workflows/validate", content="name: x\nnodes:\n  - {id: a, kind: tool, tool: nope}\n",
+                      headers=YAML)
+    assert bad.status_code == 422
+    detail_issue = bad.json()["error"]["details"][0]
+    assert detail_issue["code"] == "unknown_tool" and detail_issue["line"] == 3
+    syntax = client.post("/v1/workflows/validate", content="name: [", headers=YAML)
+    assert syntax.status_code == 422 and syntax.json()["error"]["details"][0]["code"] == "yaml_syntax"
+    assert client.post("/v1/workflows/validate", content=b"\xff\xfe", headers=YAML).status_code == 400
+    assert client.delete("/v1/workflows/versioned").status_code == 204
+    assert client.get("/v1/workflows/versioned").status_code == 404
+    assert client.delete("/v1/workflows/versioned").status_code == 404
