@@ -308,3 +308,18 @@ def test_workflow_registry_versions(client: httpx.Client) -> None:
     assert client.delete("/v1/workflows/versioned").status_code == 204
     assert client.get("/v1/workflows/versioned").status_code == 404
     assert client.delete("/v1/workflows/versioned").status_code == 404
+
+
+def test_hostile_requests_get_clear_errors(client: httpx.Client) -> None:
+    run_id = client.post("/v1/workflows/steps/runs?wait=true", json={"input": {"n": 0}}).json()["run_id"]
+    for header in ("9" * 40, "-1", "1e3", str(2**63)):
+        r = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": header})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "Last-Event-ID", header
+    assert client.get(f"/v1/runs/{run_id}/events", params={"after": 2**63}).status_code == 422
+    deep = "[" * 100_000 + "]" * 100_000
+    r = client.post("/v1/workflows/steps/runs", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert client.get("/v1/runs/" + "x" * 5000).status_code == 404
+    assert client.post("/v1/workflows/steps/runs", json={"input": {"n": 1}},
+                       headers={"Idempotency-Key": "k" * 300}).status_code == 400
+    assert client.get("/health").status_code == 200

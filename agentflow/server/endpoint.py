@@ -64,6 +64,8 @@ async def body(request: Request, model: type[M]) -> M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -31,6 +31,8 @@ from agentflow.server.state import ServerState, state_of, tenant_of
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
+MAX_SEQ = 2**62
+"""Event ids beyond any a run can reach (SQLite integers are 64-bit)."""
 
 
 class RunView(BaseModel):
@@ -79,7 +81,8 @@ class CancelRun(BaseModel):
 
 
 class EventsQuery(BaseModel):
-    after: int | None = Field(default=None, ge=0, description="Replay events after this seq (as Last-Event-ID).")
+    after: int | None = Field(default=None, ge=0, le=MAX_SEQ,
+                              description="Replay events after this seq (as Last-Event-ID).")
 
 
 def view(record: RunRecord) -> dict[str, Any]:
@@ -183,17 +186,14 @@ async def resume_run(request: Request) -> Response:
 
 
 def _last_event_id(request: Request) -> int:
-    after = query(request, EventsQuery).after
-    header = request.headers.get("last-event-id")
-    if header is not None and header.strip():
-        try:
-            after = max(after or 0, int(header))
-        except ValueError:
-            raise ApiError(400, f"Last-Event-ID must be an event's integer id, got {header[:40]!r}",
-                           code="bad_last_event_id", param="Last-Event-ID") from None
-        if after < 0:
-            raise ApiError(400, "Last-Event-ID must be >= 0", code="bad_last_event_id", param="Last-Event-ID")
-    return after or 0
+    after = query(request, EventsQuery).after or 0
+    header = request.headers.get("last-event-id", "").strip()
+    if header:
+        if not header.isdigit() or len(header) > 19 or int(header) > MAX_SEQ:
+            raise ApiError(400, f"Last-Event-ID must be an event's id (an integer in [0, {MAX_SEQ}]), "
+                           f"got {header[:40]!r}", code="bad_last_event_id", param="Last-Event-ID")
+        after = max(after, int(header))
+    return after
 
 
 async def run_events(request: Request) -> Response:
