@@ -555,6 +555,61 @@ output: state.notes
 """)
 
 
+TRIGGERS_YAML = """
+name: on_push
+input:
+  type: object
+  required: [repo, commits]
+  properties: {repo: {type: string}, commits: {type: integer}, event: {type: string}}
+nodes:
+  - {id: count, kind: tool, tool: calculator, args: {expression: "{{ input.commits }} * 2"}}
+triggers:
+  - name: github-push
+    secret_env: GITHUB_WEBHOOK_SECRET
+    scheme: github
+    tenant: acme
+    input:
+      repo: "{{ payload.repository.full_name }}"
+      commits: "{{ payload.commits | length }}"
+      event: "{{ headers['x-github-event'] }}"
+  - {name: ci_done, secret_env: CI_WEBHOOK_SECRET, description: the payload is the input}
+  - {name: rebuild, secret_env: CI_WEBHOOK_SECRET, input: "{{ {'repo': payload.repo, 'commits': 0} }}"}
+"""
+
+
+def triggers_builder() -> Workflow:
+    wf = Workflow("on_push", input={"type": "object", "required": ["repo", "commits"], "properties": {
+        "repo": {"type": "string"}, "commits": {"type": "integer"}, "event": {"type": "string"}}})
+    wf.tool("count", calculator, args={"expression": "{{ input.commits }} * 2"})
+    mapping = {"repo": "{{ payload.repository.full_name }}", "commits": "{{ payload.commits | length }}",
+               "event": "{{ headers['x-github-event'] }}"}
+    wf.trigger("github-push", "GITHUB_WEBHOOK_SECRET", scheme="github", tenant="acme", input=mapping)
+    mapping["repo"] = "changed after the call"  # the trigger keeps its own copy
+    wf.trigger("ci_done", "CI_WEBHOOK_SECRET", description="the payload is the input")
+    wf.trigger("rebuild", "CI_WEBHOOK_SECRET", input="{{ {'repo': payload.repo, 'commits': 0} }}")
+    return wf
+
+
+def test_triggers_builder_equals_yaml() -> None:
+    wf = triggers_builder()
+    assert_same(wf.build(), TRIGGERS_YAML)
+    assert load_yaml(wf.to_yaml()) == wf.build()
+    assert [t.name for t in wf.build().triggers] == ["github-push", "ci_done", "rebuild"]
+
+
+def test_trigger_mistakes_are_reported() -> None:
+    wf = triggers_builder()
+    with pytest.raises(ValueError, match="duplicate trigger name 'ci_done'"):
+        wf.trigger("ci_done", "OTHER_SECRET")
+    with pytest.raises(WorkflowValidationError) as caught:
+        wf.trigger("bad", "SECRET", scheme="gitlab")  # type: ignore[arg-type]
+    assert [(i.code, i.pointer) for i in caught.value.issues] == [("literal_error", "/triggers/3/scheme")]
+    wf.trigger("late", "SECRET", input={"repo": "{{ input.repo }}"})  # templates see payload and headers only
+    with pytest.raises(WorkflowValidationError) as built:
+        wf.build()
+    assert [(i.code, i.pointer) for i in built.value.issues] == [("unknown_variable", "/triggers/3/input/repo")]
+
+
 def test_nested_bodies_map_in_parallel_in_loop() -> None:
     per_item = Subgraph()
     per_item.llm("critique", "Critique {{ item }}")

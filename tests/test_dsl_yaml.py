@@ -23,6 +23,7 @@ from agentflow.dsl.ir import (
     ParallelNode,
     SwitchNode,
     ToolNode,
+    Trigger,
     WorkflowNode,
     WorkflowSpec,
 )
@@ -41,6 +42,7 @@ CODES = {  # every code docs/workflow-yaml.md documents, except too_large (teste
     "invalid_value", "prompt_or_messages", "conflicting_constraints", "expression_or_prompt", "duplicate_id",
     "unknown_node", "unreachable", "cycle", "edge_from_end", "unknown_variable", "unknown_state_key",
     "unknown_input_field", "template_syntax", "invalid_schema", "invalid_regex", "unknown_tool", "unknown_workflow",
+    "duplicate_trigger",
 }
 
 
@@ -405,6 +407,31 @@ state:
 edges: [{from: first, to: stop}]
 output: {greeting: state.last_greeting}
 """,
+    "triggers": """\
+name: on-push
+input:
+  type: object
+  required: [repo, commits]
+  properties:
+    repo: {type: string}
+    commits: {type: integer}
+    event: {type: string}
+nodes:
+  - {id: count, kind: tool, tool: calculator, args: {expression: "{{ input.commits }} * 2"}}
+triggers:
+  - name: github-push
+    secret_env: GITHUB_WEBHOOK_SECRET
+    scheme: github
+    tenant: acme
+    input:
+      repo: "{{ payload.repository.full_name }}"
+      commits: "{{ payload.commits | length }}"
+      event: "{{ headers['x-github-event'] }}"
+  - name: ci_done
+    secret_env: CI_WEBHOOK_SECRET
+    description: the whole payload is the input
+  - {name: rebuild, secret_env: CI_WEBHOOK_SECRET, input: "{{ {'repo': payload.repo, 'commits': 0} }}"}
+""",
 }
 
 
@@ -480,6 +507,49 @@ def test_workflow_interrupt_and_end_examples() -> None:
     assert spec.output == {"greeting": "state.last_greeting"}
 
 
+def test_triggers_example() -> None:
+    spec = load_yaml(VALID["triggers"])
+    push, done, rebuild = spec.triggers
+    assert push == Trigger(name="github-push", secret_env="GITHUB_WEBHOOK_SECRET", scheme="github", tenant="acme",
+                           input={"repo": "{{ payload.repository.full_name }}",
+                                  "commits": "{{ payload.commits | length }}",
+                                  "event": "{{ headers['x-github-event'] }}"})
+    assert (done.scheme, done.tenant, done.input) == ("standard", "default", None)
+    assert rebuild.input == "{{ {'repo': payload.repo, 'commits': 0} }}"
+    assert spec.to_dict()["triggers"][1] == {"name": "ci_done", "secret_env": "CI_WEBHOOK_SECRET",
+                                             "description": "the whole payload is the input"}
+    assert load_yaml(yaml.safe_dump(spec.to_dict())) == spec
+    assert "triggers" not in load_yaml(VALID["tool"]).to_dict()  # none: left out
+
+
+def test_trigger_problems_have_pointers_and_positions() -> None:
+    base = VALID["triggers"]
+    found = issue(base.replace("name: ci_done", "name: github-push"), tools=TOOLS)
+    assert (found.code, found.pointer, found.line, found.column) == ("duplicate_trigger", "/triggers/1/name", 20, 5)
+    found = issue(base.replace("payload.repository", "state.repository"), tools=TOOLS)
+    assert (found.code, found.pointer, found.line, found.column) == ("unknown_variable", "/triggers/0/input/repo",
+                                                                     17, 17)
+    assert "`payload`" in found.message and "`headers`" in found.message
+    found = issue(base.replace("event: \"{{", "evnt: \"{{"), tools=TOOLS)
+    assert (found.code, found.pointer) == ("unknown_input_field", "/triggers/0/input/evnt")
+    found = issue(base.replace("payload.commits | length", "payload.commits | length }"), tools=TOOLS)
+    assert (found.code, found.pointer) == ("template_syntax", "/triggers/0/input/commits")
+    found = issue(base.replace("scheme: github", "scheme: gitlab"), tools=TOOLS)
+    assert (found.code, found.pointer, found.line) == ("invalid_value", "/triggers/0/scheme", 14)
+    found = issue(base.replace("name: rebuild", "name: re/build"), tools=TOOLS)
+    assert (found.code, found.pointer) == ("invalid_value", "/triggers/2/name")
+    found = issue(base.replace("secret_env: GITHUB_WEBHOOK_SECRET", "secret_env: 'GITHUB-SECRET'"), tools=TOOLS)
+    assert (found.code, found.pointer) == ("invalid_value", "/triggers/0/secret_env")
+    found = issue(base.replace("tenant: acme", "tenant: a c m e"), tools=TOOLS)
+    assert (found.code, found.pointer) == ("invalid_value", "/triggers/0/tenant")
+    listed = base.replace("input: \"{{ {'repo'", "input: [\"{{ {'repo'").replace("0} }}\"}", "0} }}\"]}")
+    found = issue(listed, tools=TOOLS)
+    assert (found.code, found.pointer) == ("wrong_type", "/triggers/2/input")
+    found = issue(base.replace("  - name: ci_done\n    secret_env: CI_WEBHOOK_SECRET\n", "  - name: ci_done\n"),
+                  tools=TOOLS)
+    assert (found.code, found.pointer) == ("missing_field", "/triggers/1/secret_env")
+
+
 def test_yaml_and_python_dicts_give_the_same_ir() -> None:
     spec = load_yaml(VALID["parallel"])
     assert spec == WorkflowSpec.model_validate(yaml.safe_load(VALID["parallel"]))
@@ -536,8 +606,10 @@ def test_schema_accepts_valid_examples(kind: str, schema_validator: jsonschema.D
     lambda d: d["nodes"][0].update(messages=[{"role": "user", "content": "x"}]),  # prompt and messages
     lambda d: d["nodes"][0].update(regex="a"),  # choices and regex
     lambda d: d.update(edges=[{"from": "classify"}]),
+    lambda d: d.update(triggers=[{"name": "hook"}]),
+    lambda d: d.update(triggers=[{"name": "hook", "secret_env": "S", "scheme": "gitlab"}]),
 ], ids=["unknown-kind", "unknown-field", "no-kind", "no-name", "version-0", "bad-id", "prompt-and-messages",
-        "two-constraints", "edge-without-to"])
+        "two-constraints", "edge-without-to", "trigger-without-secret", "trigger-unknown-scheme"])
 def test_schema_rejects_invalid_documents(mutate: Any, schema_validator: jsonschema.Draft202012Validator) -> None:
     data = yaml.safe_load(VALID["llm"])
     mutate(data)

@@ -35,6 +35,7 @@ from agentflow.dsl.ir import (
     StateKey,
     SwitchNode,
     ToolNode,
+    Trigger,
     WorkflowNode,
     WorkflowSpec,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "SwitchNode",
     "TemplateError",
     "ToolNode",
+    "Trigger",
     "ValidationIssue",
     "Workflow",
     "WorkflowNode",

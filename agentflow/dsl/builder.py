@@ -453,6 +453,7 @@ class Workflow(Graph):
         self._state: dict[str, ir.StateKey] = {}
         self._defaults: ir.Defaults | None = None
         self._output: str | dict[str, str] | None = None
+        self._triggers: list[ir.Trigger] = []
 
     def state(self, key: str, type: ir.JsonType = "any", reducer: ir.Reducer = "replace", default: Any = None,
               description: str = "") -> None:
@@ -478,6 +479,19 @@ class Workflow(Graph):
         """The run's output: an expression, or a mapping name -> expression. Default: the whole state."""
         self._output = expr if isinstance(expr, str) else dict(expr)
 
+    def trigger(self, name: str, secret_env: str, *, input: Mapping[str, Any] | str | None = None,
+                scheme: ir.TriggerScheme = "standard", tenant: str | None = None, description: str = "") -> None:
+        """A webhook that starts this workflow: ``POST /hooks/{name}``, signed with the secret in
+        environment variable ``secret_env`` (``scheme``: ``standard`` or ``github``). ``input`` maps
+        input keys to templates over ``payload`` and ``headers`` (or is one template for the whole
+        input; default: the payload). Runs belong to ``tenant`` (default ``default``)."""
+        if any(t.name == name for t in self._triggers):
+            raise ValueError(f"duplicate trigger name {name!r}")
+        self._triggers.append(_checked(ir.Trigger, _compact({
+            "name": name, "secret_env": secret_env, "scheme": scheme, "tenant": tenant, "description": description,
+            "input": copy.deepcopy(input if isinstance(input, str) or input is None else dict(input)),
+        }), f"trigger {name!r}", f"/triggers/{len(self._triggers)}"))
+
     def build(self, *, validate: bool = True, tools: ToolRegistry | Collection[str] | None = None,
               workflows: Collection[str] | None = None) -> ir.WorkflowSpec:
         """The workflow's IR, checked structurally and — when ``validate`` — semantically.
@@ -492,6 +506,7 @@ class Workflow(Graph):
         spec = _checked(ir.WorkflowSpec, _compact({
             "name": self.name, "version": self.version, "description": self.description, "input": self._input,
             "state": self._state, "defaults": self._defaults, "output": self._output, **self._graph_data(),
+            "triggers": self._triggers or None,
         }), f"workflow {self.name!r}")
         if validate:
             issues = validate_spec(spec, tools=_known(own_tools, tools), workflows=_known(own_workflows, workflows))

@@ -278,6 +278,34 @@ Node = Annotated[
 ]
 
 
+HOOK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TENANT = r"^[A-Za-z0-9_.:-]+$"
+TriggerScheme = Literal["standard", "github"]
+
+
+class Trigger(IRModel):
+    """A webhook that starts a run: ``POST /hooks/{name}`` with a signed JSON body.
+
+    The signature is checked with the secret in environment variable ``secret_env`` (``standard``:
+    Standard Webhooks, ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature``; ``github``:
+    ``X-Hub-Signature-256``); the run's input is rendered from ``input``, whose templates see
+    ``payload`` (the parsed JSON body) and ``headers`` (lower-case header names). The run belongs
+    to ``tenant``."""
+
+    name: str = Field(pattern=HOOK_NAME, max_length=64, description="The hook's name, unique on the server: "
+                      "`POST /hooks/{name}`. Letters, digits, `_` and `-`.")
+    secret_env: str = Field(pattern=ENV_NAME, max_length=128, description="Environment variable holding the "
+                            "signing secret (`whsec_` + base64, or a plain string).")
+    scheme: TriggerScheme = Field("standard", description="standard: Standard Webhooks "
+                                                  "signatures; github: `X-Hub-Signature-256`.")
+    input: dict[str, Any] | str | None = Field(
+        None, description="The run's input: a mapping input key -> template (nested values too), or one template "
+        "giving the whole input. Templates see `payload` and `headers`. Default: the payload itself.")
+    tenant: str = Field("default", pattern=TENANT, max_length=128, description="The tenant the runs belong to.")
+    description: str = ""
+
+
 class WorkflowSpec(IRModel):
     """A whole workflow: the validated Graph IR both front ends produce."""
 
@@ -295,6 +323,8 @@ class WorkflowSpec(IRModel):
     output: dict[str, str] | str | None = Field(
         None, description="The run's output: an expression, or a mapping name -> expression. Default: the "
         "whole state.")
+    triggers: list[Trigger] = Field(default_factory=list, description="Webhooks that start runs of this "
+                                    "workflow (`POST /hooks/{name}`).")
 
     def to_dict(self) -> dict[str, Any]:
         """The IR as plain data, with YAML field names (``from``/``to``, ``schema``), defaults left out."""
@@ -311,5 +341,5 @@ AnyNode = LLMNode | ToolNode | AgentNode | SwitchNode | ParallelNode | MapNode |
 __all__ = [
     "NODE_KINDS", "AgentNode", "AnyNode", "Body", "Defaults", "Edge", "EndNode", "InterruptNode", "LLMNode",
     "LoopNode", "MapNode", "Message", "Node", "NodeBase", "NodeKind", "ParallelNode", "RetryPolicy", "Sampling",
-    "StateKey", "SwitchNode", "ToolNode", "WorkflowNode", "WorkflowSpec",
+    "StateKey", "SwitchNode", "ToolNode", "Trigger", "TriggerScheme", "WorkflowNode", "WorkflowSpec",
 ]

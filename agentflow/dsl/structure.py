@@ -28,6 +28,7 @@ from agentflow.dsl.ir import (
     RetryPolicy,
     Sampling,
     StateKey,
+    Trigger,
     WorkflowSpec,
 )
 
@@ -41,7 +42,7 @@ def json_pointer(parts: Iterable[str | int]) -> str:
 _BUILTIN_ERRORS = frozenset(typing.get_args(core_schema.ErrorType))
 _CODES = {"missing": "missing_field", "extra_forbidden": "unknown_field", "union_tag_invalid": "unknown_kind",
           "union_tag_not_found": "missing_kind", "int_from_float": "wrong_type", "none_required": "wrong_type"}
-_UNION_TAGS = {"str": "a string", "dict[str,str]": "a mapping of strings"}
+_UNION_TAGS = {"str": "a string", "dict[str,str]": "a mapping of strings", "dict[str,any]": "a mapping"}
 
 
 _NODE_MODELS: dict[str, type[BaseModel]] = {
@@ -51,7 +52,8 @@ _KEYED_MODELS: dict[str, tuple[str, type[BaseModel]]] = {  # mappings from user-
 _FIELD_MODELS: dict[str, tuple[str, type[BaseModel]]] = {
     "defaults": ("`defaults`", Defaults), "sampling": ("`sampling`", Sampling), "retry": ("`retry`", RetryPolicy),
     "body": ("a body", Body)}
-_LIST_MODELS: dict[str, tuple[str, type[BaseModel]]] = {"edges": ("an edge", Edge), "messages": ("a message", Message)}
+_LIST_MODELS: dict[str, tuple[str, type[BaseModel]]] = {"edges": ("an edge", Edge), "messages": ("a message", Message),
+                                                         "triggers": ("a trigger", Trigger)}
 
 
 def _fields(model: type[BaseModel]) -> list[str]:

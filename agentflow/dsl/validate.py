@@ -6,7 +6,8 @@ sound, runs the semantic checks of :func:`validate_spec` (which the Python build
 
 Structural codes: ``missing_field``, ``unknown_field``, ``unknown_kind``, ``missing_kind``,
 ``wrong_type``, ``invalid_value``, and the IR's own rules ``prompt_or_messages``,
-``conflicting_constraints``, ``expression_or_prompt``. Semantic codes: ``duplicate_id``, ``unknown_node``,
+``conflicting_constraints``, ``expression_or_prompt``. Semantic codes: ``duplicate_id``, ``duplicate_trigger``,
+``unknown_node``,
 ``unreachable``, ``cycle``, ``edge_from_end``, ``unknown_variable``, ``unknown_state_key``,
 ``unknown_input_field``, ``template_syntax``, ``invalid_schema``, ``invalid_regex``,
 ``unknown_tool``, ``unknown_workflow``, ``wrong_type`` (a state default) and ``invalid_value``
@@ -53,6 +54,8 @@ LocateText = Callable[[str, str], tuple[int, int] | None]
 NAMESPACE = ("input", "state")
 MAP_SCOPE = ("item", "index")
 LOOP_SCOPE = ("iteration", "last")
+TRIGGER_SCOPE = frozenset({"payload", "headers"})
+"""The names a trigger's input templates may use."""
 RESERVED_IDS = frozenset({*NAMESPACE, *MAP_SCOPE, *LOOP_SCOPE, "output", "error", "loop", *ENV.globals})
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,), "object": (dict,),
@@ -150,6 +153,7 @@ class _Checker:
         elif isinstance(output, dict):
             for key, expr in output.items():
                 self.check_text(expr, json_pointer(["output", key]), names, "the workflow output", expression=True)
+        self.check_triggers()
         return self.found
 
     # -- state, schemas, ids ---------------------------------------------------------------------
@@ -192,6 +196,53 @@ class _Checker:
                 if node.id in RESERVED_IDS:
                     self.add("invalid_value", ptr, f"node id {node.id!r} is reserved: templates use that name "
                              "for something else")
+
+    def check_triggers(self) -> None:
+        first: dict[str, int] = {}
+        for i, trigger in enumerate(self.spec.triggers):
+            ptr = f"/triggers/{i}"
+            if trigger.name in first:
+                self.add("duplicate_trigger", ptr + "/name", f"trigger name {trigger.name!r} is already used by "
+                         f"/triggers/{first[trigger.name]}; each hook name starts one workflow")
+            else:
+                first[trigger.name] = i
+            what = f"trigger {trigger.name!r} input"
+            if isinstance(trigger.input, str):
+                self.check_trigger_text(trigger.input, ptr + "/input", what)
+            elif isinstance(trigger.input, dict):
+                for key, value in trigger.input.items():
+                    key_ptr = ptr + "/input" + json_pointer([key])
+                    if self.input_fields is not None and key not in self.input_fields:
+                        self.add("unknown_input_field", key_ptr, f"{what} sets {key!r}, but the input schema has no "
+                                 f"property {key!r}{suggest(key, self.input_fields)}")
+                    self.check_trigger_value(value, key_ptr, what)
+
+    def check_trigger_value(self, value: object, ptr: str, what: str) -> None:
+        if isinstance(value, str):
+            self.check_trigger_text(value, ptr, what)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.check_trigger_value(item, ptr + json_pointer([key]), what)
+        elif isinstance(value, list):
+            for j, item in enumerate(value):
+                self.check_trigger_value(item, f"{ptr}/{j}", what)
+
+    def check_trigger_text(self, text: str, ptr: str, what: str) -> None:
+        """A trigger's template: it runs before the run exists, so it sees ``payload`` and ``headers`` only."""
+        if "{" not in text:
+            return
+        try:
+            refs = references(text)
+        except TemplateError as exc:
+            self.add("template_syntax", ptr, f"{what}: {exc}")
+            return
+        reported: set[str] = set()
+        for name, _ in refs:
+            if name not in TRIGGER_SCOPE and name not in reported:
+                reported.add(name)
+                self.add("unknown_variable", ptr, f"{what} uses `{name}`, but a trigger's templates see only "
+                         f"`payload` (the JSON body) and `headers`{suggest(name, TRIGGER_SCOPE)}",
+                         rf"(?<![\w.]){re.escape(name)}\b")
 
     # -- templates and expressions -----------------------------------------------------------------
 

@@ -19,8 +19,9 @@ from agentflow.dsl.errors import WorkflowValidationError
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.server.endpoint import Endpoint, query
 from agentflow.server.errors import ApiError
+from agentflow.server.hooks_api import hook_conflicts
 from agentflow.server.registry import Version
-from agentflow.server.state import state_of
+from agentflow.server.state import ServerState, state_of, tenant_of
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
@@ -148,12 +149,28 @@ async def register_workflow(request: Request) -> Response:
     if expected is not None and spec.name != expected:
         raise ApiError(422, f"the workflow is named {spec.name!r} but the URL says {expected!r}",
                        code="name_mismatch", param="name")
-    registry = state_of(request).registry
+    state = state_of(request)
+    registry = state.registry
+    _check_triggers(state, spec, tenant_of(request))
     existed = registry.latest(spec.name) is not None
     entry = registry.add(spec, source=source, origin="api")
     status = 200 if existed else 201
     return JSONResponse(_summary(registry.versions(entry.spec.name)), status_code=status,
                         headers={"Location": f"/v1/workflows/{entry.spec.name}"})
+
+
+def _check_triggers(state: ServerState, spec: WorkflowSpec, tenant: str) -> None:
+    """A workflow registered over the API may not take a hook name another workflow has, nor start runs
+    for another tenant than the one registering it (with API keys, each tenant owns its runs)."""
+    taken = hook_conflicts(state.registry, spec)
+    if taken:
+        raise ApiError(409, f"hook name(s) {taken} are already declared by another workflow", code="hook_conflict",
+                       param="triggers")
+    for i, trigger in enumerate(spec.triggers):
+        if state.keys and trigger.tenant != tenant:
+            raise ApiError(422, f"trigger {trigger.name!r} starts runs for tenant {trigger.tenant!r}, but this API "
+                           f"key belongs to {tenant!r}; set `tenant: {tenant}` on the trigger",
+                           code="trigger_tenant_mismatch", param=f"triggers.{i}.tenant")
 
 
 async def delete_workflow(request: Request) -> Response:
@@ -170,11 +187,12 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/workflows/validate", validate_workflow, "Validate a workflow (YAML) without registering",
              TAG, raw_body=_YAML, responses={200: ValidationResult}, errors=(415,)),
     Endpoint("POST", "/v1/workflows", register_workflow, "Register a workflow (YAML); a known name gets a new "
-             "version", TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary}, errors=(415,)),
+             "version", TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary},
+             errors=(409, 415)),
     Endpoint("GET", "/v1/workflows/{name}", get_workflow, "Get a workflow: IR and source", TAG,
              query=VersionQuery, responses={200: WorkflowDetail}, errors=(404,)),
     Endpoint("PUT", "/v1/workflows/{name}", register_workflow, "Register or update the named workflow (YAML)",
-             TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary}, errors=(415,),
+             TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary}, errors=(409, 415),
              operation_id="put_workflow"),
     Endpoint("DELETE", "/v1/workflows/{name}", delete_workflow, "Delete a workflow (runs of it go on)", TAG,
              responses={204: None}, errors=(404,)),
