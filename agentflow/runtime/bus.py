@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from agentflow.runtime.events import EventBase
 
+log = logging.getLogger(__name__)
+
+Listener = Callable[[EventBase], None]
+"""Called synchronously with every published event (of every run); must be quick and must not block."""
+
 
 class EventBus:
-    """Per-run sets of unbounded in-memory streams; ``publish`` never blocks."""
+    """Per-run sets of unbounded in-memory streams; ``publish`` never blocks. Listeners
+    (:meth:`add_listener`) see every event of every run, e.g. to count them for metrics."""
 
     def __init__(self) -> None:
         self._subscribers: dict[str, set[MemoryObjectSendStream[EventBase]]] = defaultdict(set)
+        self._listeners: tuple[Listener, ...] = ()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event published from now on. An exception it raises is
+        logged and swallowed: a listener never breaks a run."""
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners = tuple(known for known in self._listeners if known != listener)
 
     def subscribe(self, run_id: str) -> tuple[MemoryObjectSendStream[EventBase], MemoryObjectReceiveStream[EventBase]]:
         send, receive = anyio.create_memory_object_stream[EventBase](math.inf)
@@ -31,6 +48,11 @@ class EventBus:
         send.close()
 
     def publish(self, event: EventBase) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed on %s", listener, type(event).__name__)
         subscribers = self._subscribers.get(event.run_id)
         if not subscribers:
             return

@@ -30,6 +30,7 @@ from agentflow.server import generate_api, hooks_api, openai_api, ops, runs_api,
 from agentflow.server.config import ServerConfig
 from agentflow.server.endpoint import Endpoint, Handler, openapi
 from agentflow.server.errors import EXCEPTION_HANDLERS
+from agentflow.server.hooks_api import hook_conflicts
 from agentflow.server.limits import Admission, BodyLimit, RateLimiter
 from agentflow.server.metrics import HttpMetrics, Metrics
 from agentflow.server.registry import Registry
@@ -70,6 +71,7 @@ def create_app(config: ServerConfig | None = None, *, llm: LLM | None = None,
                                 keys={key.digest(): key.tenant for key in config.api_keys},
                                 limiter=RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
                                 admission=Admission(config.max_queue))
+            metrics.watch(runtime)
             state.extra["openapi"] = document
             _load_workflows(state, config.workflows)
             app.state.agentflow = state
@@ -141,6 +143,10 @@ def _load_workflows(state: ServerState, paths: Sequence[Path]) -> None:
         except WorkflowValidationError as exc:
             log.warning("skipping workflow %s: %d problem(s), first: %s", file, len(exc.issues),
                         exc.issues[0] if exc.issues else "?")
+            continue
+        taken = hook_conflicts(state.registry, spec)
+        if taken:
+            log.warning("skipping workflow %s: hook name(s) %s already declared by another workflow", file, taken)
             continue
         state.registry.add(spec, source=text, origin=f"file:{file}")
     log.info("serving %d workflow(s)", len(state.registry.names()))

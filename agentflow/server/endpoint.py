@@ -24,8 +24,20 @@ from agentflow.server.errors import ApiError, ErrorBody, from_validation
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
-ResponseSpec = type[BaseModel] | str | None
-"""A response's body: a model (JSON), a media type (``text/event-stream``), or None (no body)."""
+Body = type[BaseModel] | str
+ResponseSpec = Body | tuple[Body, ...] | None
+"""A response's body: a model (JSON), a media type (``text/event-stream``), several of those (one
+status answered in one media type or another, e.g. ``(Completion, SSE)`` for a request that may
+ask to stream), or None (no body)."""
+
+SSE = "text/event-stream"
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "title": "ServerSentEvent", "type": "object", "required": ["data"],
+    "description": "One event of a text/event-stream response (comment lines, the heartbeats, are not events).",
+    "properties": {"id": {"type": "string"}, "event": {"type": "string"},
+                   "data": {"type": "string", "description": "The payload; JSON unless the operation says otherwise."},
+                   "retry": {"type": "integer", "minimum": 0}},
+}
 
 _ERROR_TEXT = {400: "malformed request", 401: "missing or invalid API key", 404: "not found",
                409: "conflict with the resource's state", 413: "request body too large",
@@ -94,7 +106,8 @@ def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str, auth: bo
     """The OpenAPI 3.1 document of ``endpoints``."""
     models: set[type[BaseModel]] = {ErrorBody}
     for ep in endpoints:
-        models.update(m for m in (ep.body, *ep.responses.values()) if isinstance(m, type))
+        specs = [one for spec in ep.responses.values() for one in (spec if isinstance(spec, tuple) else (spec,))]
+        models.update(m for m in (ep.body, *specs) if isinstance(m, type))
     ordered = sorted(models, key=lambda m: m.__name__)
     refs, defs = models_json_schema([(m, "validation") for m in ordered],
                                     ref_template="#/components/schemas/{model}")
@@ -127,10 +140,17 @@ def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str, auth: bo
         responses: dict[str, Any] = {}
         for status, spec in ep.responses.items():
             entry: dict[str, Any] = {"description": "OK" if status < 300 else _ERROR_TEXT.get(status, "response")}
-            if isinstance(spec, type):
-                entry["content"] = {"application/json": {"schema": ref(spec)}}
-            elif isinstance(spec, str):
-                entry["content"] = {spec: {"schema": {"type": "string"}}}
+            content: dict[str, Any] = {}
+            for one in spec if isinstance(spec, tuple) else (spec,):
+                if isinstance(one, type):
+                    content["application/json"] = {"schema": ref(one)}
+                elif one == SSE:  # OpenAPI < 3.2: an event stream's `schema` describes each event
+                    schemas["ServerSentEvent"] = SSE_EVENT_SCHEMA
+                    content[one] = {"schema": {"$ref": "#/components/schemas/ServerSentEvent"}}
+                elif isinstance(one, str):
+                    content[one] = {"schema": {"type": "string"}}
+            if content:
+                entry["content"] = content
             responses[str(status)] = entry
         common = [400, 422, 429]
         if ep.auth and auth:
@@ -151,4 +171,4 @@ def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str, auth: bo
     return doc
 
 
-__all__ = ["Endpoint", "body", "openapi", "query"]
+__all__ = ["SSE", "SSE_EVENT_SCHEMA", "Endpoint", "body", "openapi", "query"]

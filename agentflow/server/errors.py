@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from agentflow.errors import AgentflowError
 
@@ -105,8 +106,27 @@ async def handle_agentflow_error(request: Request, exc: Exception) -> Response:
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:  # Starlette names only the first matching route's methods
+        headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
     return error_response(exc.status_code, message, code="not_found" if exc.status_code == 404 else None,
-                          headers=dict(exc.headers) if exc.headers else None)
+                          headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods served at the request's path: those of every route with the path template of the
+    first route that matches it (a template's methods are often several routes; a literal path such as
+    ``/v1/workflows/validate`` comes before the template ``/v1/workflows/{name}`` that also matches)."""
+    template: str | None = None
+    methods: set[str] = set()
+    for route in getattr(request.app.router, "routes", ()):
+        match, _ = route.matches(request.scope)
+        path = getattr(route, "path", None)
+        if match is not Match.NONE and template is None:
+            template = path
+        if template is not None and path == template:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

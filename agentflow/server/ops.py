@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Literal
 
 from pydantic import BaseModel
@@ -12,6 +13,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from agentflow import __version__
 from agentflow.server.endpoint import Endpoint
 from agentflow.server.state import state_of
+
+log = logging.getLogger(__name__)
 
 
 class Health(BaseModel):
@@ -45,8 +48,17 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    body, content_type = state_of(request).metrics.render()
+    """Prometheus text format; the engine's gauges are read now, from the local model's snapshot."""
+    state = state_of(request)
+    stats = None
+    stats_of = getattr(state.llm, "stats", None)  # LocalEngine: EngineStats, or None until it is loaded
+    if callable(stats_of):
+        try:
+            stats = await stats_of()
+        except Exception:
+            log.exception("reading the engine's stats failed")
+    state.metrics.set_engine(stats, state.admission)
+    body, content_type = state.metrics.render()
     return Response(body, media_type=content_type)
 
 
