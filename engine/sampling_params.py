@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 from engine.errors import InvalidRequestError
 
+MAX_TEMPERATURE = 1e6
+"""Past this every allowed token is equally likely to within float32 rounding; much larger values
+overflow float32 on the way to the sampler (inf, then NaN probabilities)."""
+
 
 @dataclass
 class SamplingParams:
@@ -51,8 +55,8 @@ class SamplingParams:
         self.stop_token_ids = tuple(self.stop_token_ids)
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
                "max_new_tokens", f"must be an integer >= 1, got {self.max_new_tokens!r}")
-        _check(_is_number(self.temperature) and 0 <= self.temperature < math.inf,
-               "temperature", f"must be a finite number >= 0, got {self.temperature!r}")
+        _check(_is_number(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
+               "temperature", f"must be a number in [0, {MAX_TEMPERATURE:g}], got {self.temperature!r}")
         _check(isinstance(self.top_k, int) and self.top_k >= -1,
                "top_k", f"must be an integer >= 1, or 0 / -1 to disable, got {self.top_k!r}")
         _check(_is_number(self.top_p) and 0 < self.top_p <= 1,

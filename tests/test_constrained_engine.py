@@ -333,3 +333,19 @@ def test_config_validation(field: str, value: object) -> None:
 
     with pytest.raises(ValueError, match=field):
         EngineConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_the_highest_temperature_allowed_still_keeps_to_the_grammar(ff_on: Engine) -> None:
+    """At MAX_TEMPERATURE every allowed token is about equally likely; none outside the mask may be
+    drawn (a temperature that overflowed float32 gave NaN probabilities and an out-of-vocabulary id)."""
+    from engine.sampling_params import MAX_TEMPERATURE
+
+    params = SamplingParams(temperature=MAX_TEMPERATURE, seed=3, max_new_tokens=24)
+    outs = ff_on.generate([Request(prompt=f"Object {i}:", params=params,
+                                   constraint=ConstraintSpec(json_schema={"type": "object"})) for i in range(4)])
+    vocab = len(ff_on.tokenizer.hf)
+    for out in outs:
+        assert all(0 <= t < vocab for t in out.token_ids)
+        if out.finish_reason == "stop":
+            assert isinstance(json.loads(out.text), dict)
+    assert_no_leaks(ff_on)

@@ -83,6 +83,7 @@ def make_bitmask(allowed: Iterable[int], vocab: int) -> list[int]:
     ("temperature", -1),
     ("temperature", float("inf")),
     ("temperature", float("nan")),
+    ("temperature", 3.5e38),  # overflows float32 in the sampler: NaN probabilities
     ("top_p", 0),
     ("top_p", 1.5),
     ("top_k", -2),

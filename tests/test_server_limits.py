@@ -103,3 +103,17 @@ def test_agentflow_serve_runs_a_workflow(tmp_path: Path) -> None:
         if proc.stdout:
             proc.stdout.close()
     assert (tmp_path / "runs.db").exists()
+
+
+def test_server_token_policy_default_and_limit() -> None:
+    config = ServerConfig(model="demo", store=":memory:", default_max_tokens=3, max_tokens_limit=5)
+    with running_server(config) as url, httpx.Client(base_url=url, timeout=60) as client:
+        chat = {"model": "demo", "messages": [{"role": "user", "content": "Count to ten."}], "temperature": 0}
+        r = client.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
+        r = client.post("/v1/chat/completions", json={**chat, "max_tokens": 6})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+        r = client.post("/generate", json={"text": "Hi", "sampling_params": {"max_new_tokens": 6}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "sampling_params.max_new_tokens"
+        r = client.post("/generate", json={"text": "Hi", "sampling_params": {"max_new_tokens": 5, "ignore_eos": True}})
+        assert r.status_code == 200 and len(r.json()["output_ids"]) == 5

@@ -27,7 +27,8 @@ class Constraint:
 
 @dataclass
 class LLMRequest:
-    """One LLM call. Exactly one of ``messages`` (chat) and ``prompt`` (raw text) is set."""
+    """One LLM call. Exactly one of ``messages`` (chat), ``prompt`` (raw text) and
+    ``prompt_token_ids`` (token ids, local engine only) is set."""
 
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
@@ -53,13 +54,31 @@ class LLMRequest:
     constraint: Constraint | None = None
     session_id: str | None = None
     """``f"{run_id}:{node_id}"``: lets the local engine keep this conversation's KV pinned between turns."""
+    prompt_token_ids: list[int] | None = None
+    """A prompt given as token ids (local engine only)."""
+    min_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
+    stop_token_ids: list[int] | None = None
+    """Token ids that end generation besides the model's EOS (local engine only)."""
+    ignore_eos: bool | None = None
+    """Keep generating past EOS, up to ``max_tokens`` (local engine only)."""
+    logprobs: bool = False
+    """Ask for the log-probability of each generated token (``TextDelta.logprobs`` and ``tokens``)."""
 
 
 @dataclass
 class TextDelta:
-    """A piece of generated text."""
+    """A piece of generated text. Backends that know them add the tokens it came from (a token
+    whose text is held back, e.g. an incomplete character, rides with the next delta)."""
 
     text: str
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    """One per token id, when the request asked for ``logprobs``."""
+    tokens: list[str] | None = None
+    """Each token's own text (decoded alone), when the request asked for ``logprobs``."""
 
 
 @dataclass
@@ -106,12 +125,28 @@ class LLMResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    token_ids: list[int] | None = None
+    """Every generated token id, when the backend knows them (the local engine, without tools)."""
+    logprobs: list[float] | None = None
+    """One per token id, when the request asked for ``logprobs``."""
 
 
 class LLMError(AgentflowError):
     """A backend failed to produce a result (connection, server error, bad response)."""
 
     code = "llm_error"
+
+
+class LLMRequestError(LLMError):
+    """The request itself is invalid (a bad parameter, a prompt longer than the context, a schema
+    that does not compile): sent again unchanged it fails again. ``param`` names the offending input
+    in the backend's terms (e.g. ``max_new_tokens``, ``constraint.json_schema``) when known."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @runtime_checkable
@@ -139,5 +174,5 @@ async def generate(llm: LLM, request: LLMRequest) -> LLMResult:
     return result
 
 
-__all__ = ["LLM", "Constraint", "LLMError", "LLMRequest", "LLMResult", "StreamItem", "TextDelta", "ToolCallDelta",
-           "ToolCallReady", "ToolCallRequest", "generate"]
+__all__ = ["LLM", "Constraint", "LLMError", "LLMRequest", "LLMRequestError", "LLMResult", "StreamItem", "TextDelta",
+           "ToolCallDelta", "ToolCallReady", "ToolCallRequest", "generate"]

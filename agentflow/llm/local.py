@@ -11,10 +11,14 @@ is built on the first call.
 How an ``LLMRequest`` maps onto the engine:
 
 - ``messages`` go through the model's chat template, with ``tools`` rendered into it; ``prompt``
-  is raw text. Assistant messages whose tool calls carry OpenAI-style string ``arguments`` get
-  them decoded to objects first (chat templates serialize them with ``tojson``).
+  is raw text; ``prompt_token_ids`` are token ids, used as they are. Assistant messages whose tool
+  calls carry OpenAI-style string ``arguments`` get them decoded to objects first (chat templates
+  serialize them with ``tojson``).
 - Sampling: ``max_tokens`` defaults to :data:`DEFAULT_MAX_TOKENS` (256); every other parameter
   that is ``None`` keeps the engine's default (temperature 1.0, top_p 1.0, top_k off, no seed).
+  Without tools, each ``TextDelta`` carries its ``token_ids`` (and with ``logprobs`` their
+  log-probabilities and texts), and the result every generated token id.
+- Invalid requests raise ``LLMRequestError`` (an ``LLMError``) naming the engine's field.
 - ``session_id`` is passed through: the engine keeps the session's K/V pinned between turns, so
   an agent's next turn prefills only what is new.
 - ``constraint`` becomes an ``engine.constrained.ConstraintSpec`` when that module is installed;
@@ -41,6 +45,7 @@ from agentflow.llm.base import (
     Constraint,
     LLMError,
     LLMRequest,
+    LLMRequestError,
     LLMResult,
     StreamItem,
     TextDelta,
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
     from engine.constrained.toolcall import ToolCallStream, ToolStreamEvent
     from engine.engine import EngineStats
     from engine.request import Delta, Request
+    from engine.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +123,29 @@ class LocalEngine:
             engine_request = _to_engine_request(request)
             calls = _call_stream(engine_request, engine)
         except EngineError as e:  # SamplingParams and ToolCallSpec validate at construction
-            raise LLMError(str(e)) from e
+            raise _llm_error(e) from e
         # An async generator: closing it aborts the request (AsyncEngine.stream's own finally).
         deltas = cast("AsyncGenerator[Delta, None]", engine.stream(engine_request))
+        tokenizer = engine.engine.tokenizer if request.logprobs else None
         content: list[str] = []
         ready: list[ToolCallRequest] = []
+        token_ids: list[int] = []
+        logprobs: list[float] = []
+        sent = 0  # token ids (and logprobs) handed out with a TextDelta so far
         last = None
         try:
             async for delta in deltas:
                 last = delta
                 if calls is None:
+                    token_ids += delta.token_ids
+                    logprobs += delta.logprobs or ()
                     if delta.text:
                         content.append(delta.text)
-                        yield TextDelta(delta.text)
+                        ids = token_ids[sent:]
+                        yield TextDelta(delta.text, token_ids=ids,
+                                        logprobs=logprobs[sent:] if request.logprobs else None,
+                                        tokens=_token_texts(tokenizer, ids) if request.logprobs else None)
+                        sent = len(token_ids)
                     continue
                 events = calls.feed(delta.text) if delta.text else []
                 if delta.finished:
@@ -137,15 +153,17 @@ class LocalEngine:
                 for item in _stream_items(events, content, ready):
                     yield item
         except EngineError as e:
-            raise LLMError(str(e)) from e
+            raise _llm_error(e) from e
         finally:
             await deltas.aclose()  # aborts the request unless it already finished
         if last is None:
             raise LLMError("the engine ended the stream without a final delta")
         finish_reason = "tool_calls" if ready and last.finish_reason == "stop" else last.finish_reason
+        plain = calls is None
         yield LLMResult(text="".join(content), finish_reason=finish_reason, tool_calls=ready,
                         prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                        cached_tokens=last.cached_tokens)
+                        cached_tokens=last.cached_tokens, token_ids=token_ids if plain else None,
+                        logprobs=logprobs if plain and request.logprobs else None)
 
     async def stats(self) -> EngineStats | None:
         """The engine's counters (running, waiting, KV use, cache hits), or None before it is built."""
@@ -163,23 +181,45 @@ def _to_engine_request(request: LLMRequest) -> Request:
     from engine.request import Request
     from engine.sampling_params import SamplingParams
 
-    if (request.messages is None) == (request.prompt is None):
-        raise LLMError("give exactly one of messages and prompt")
+    prompts = [p for p in (request.messages, request.prompt, request.prompt_token_ids) if p is not None]
+    if len(prompts) != 1:
+        raise LLMRequestError("give exactly one of messages, prompt and prompt_token_ids", param="prompt")
     if request.tool_choice is not None and not request.tools:
-        raise LLMError("tool_choice needs tools")
+        raise LLMRequestError("tool_choice needs tools", param="tool_choice")
     if request.tools and request.constraint is not None:
-        raise LLMError("a request with tools cannot also carry an output constraint (the tool-call format is the "
-                       "constraint)")
+        raise LLMRequestError("a request with tools cannot also carry an output constraint (the tool-call format is "
+                              "the constraint)", param="constraint")
     options: dict[str, Any] = {
         "max_new_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
         "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
+        "min_p": request.min_p, "frequency_penalty": request.frequency_penalty,
+        "presence_penalty": request.presence_penalty, "repetition_penalty": request.repetition_penalty,
         "seed": request.seed, "stop": tuple(request.stop) if request.stop else None,
+        "stop_token_ids": tuple(request.stop_token_ids) if request.stop_token_ids else None,
+        "ignore_eos": request.ignore_eos, "logprobs": request.logprobs or None,
     }
     params = SamplingParams(**{k: v for k, v in options.items() if v is not None})
     messages = _template_messages(request.messages) if request.messages is not None else None
     constraint = _tool_call_spec(request) if request.tools else _constraint_spec(request.constraint)
-    return Request(prompt=request.prompt, messages=messages, tools=request.tools or None, params=params,
+    prompt = request.prompt if request.prompt is not None else request.prompt_token_ids
+    return Request(prompt=prompt, messages=messages, tools=request.tools or None, params=params,
                    session_id=request.session_id, constraint=constraint)
+
+
+def _llm_error(error: Exception) -> LLMError:
+    """The ``LLMError`` for an engine error: ``LLMRequestError`` when the request is at fault."""
+    from engine.errors import InvalidRequestError
+
+    if isinstance(error, InvalidRequestError):
+        return LLMRequestError(str(error), param=error.field)
+    return LLMError(str(error))
+
+
+def _token_texts(tokenizer: Tokenizer | None, token_ids: list[int]) -> list[str]:
+    """Each token's text decoded alone (special tokens kept); empty strings without a tokenizer."""
+    if tokenizer is None:
+        return [""] * len(token_ids)
+    return [tokenizer.decode([t], skip_special_tokens=False) for t in token_ids]
 
 
 def _tool_call_spec(request: LLMRequest) -> Any:

@@ -70,6 +70,10 @@ class ServerConfig(BaseModel):
     rate_limit_burst: int = Field(default=50, ge=1)
     max_queue: int = Field(default=256, ge=1)
     """Engine requests (chat, completions, generate) in flight at once; more get 503 + Retry-After."""
+    default_max_tokens: int = Field(default=256, ge=1)
+    """Generated-token cap of generation requests that set none (OpenAI APIs and /generate)."""
+    max_tokens_limit: int | None = Field(default=None, ge=1)
+    """The most tokens one generation request may ask for; more is a 400 (None: the model's context)."""
     heartbeat_s: float = Field(default=15.0, gt=0)
     """SSE comment lines every so often, so proxies keep idle streams open."""
     webhook_tolerance_s: float = Field(default=300.0, gt=0)

@@ -6,6 +6,7 @@ becomes a logged 500 with no internals in the body.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -59,7 +60,16 @@ def error_response(status: int, message: str, *, code: str | None = None, param:
                               "param": param, "code": code}
     if details is not None:
         detail["details"] = details
-    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+    return _SafeJSON({"error": detail}, status_code=status, headers=headers)
+
+
+class _SafeJSON(JSONResponse):
+    """JSON whose strings may hold what a client sent, lone surrogates included (as ``?``): an error
+    about a bad request must never fail to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                          default=str).encode("utf-8", "replace")
 
 
 def from_validation(exc: ValidationError, *, where: str = "body") -> ApiError:
