@@ -33,7 +33,7 @@ import anyio
 
 from engine.constrained.spec import ConstraintSpec
 from engine.engine import Engine, EngineStats
-from engine.errors import EngineClosedError, RequestNotFoundError
+from engine.errors import EngineClosedError, EngineError, RequestNotFoundError
 from engine.request import Delta, Output, Request
 from engine.sequence import Sequence
 
@@ -214,7 +214,11 @@ class AsyncEngine:
                     self._wake.wait()
                     self._wake.clear()
                     continue
-                deltas = self.engine.step()
+                try:
+                    deltas = self.engine.step()
+                except Exception as e:  # fail what was in flight, keep serving
+                    self._recover(e)
+                    continue
                 self._stats = self.engine.stats()
                 if deltas:
                     self._deliver(deltas)
@@ -226,6 +230,16 @@ class AsyncEngine:
             self._error = e
         finally:
             self._fail_all()
+
+    def _recover(self, error: Exception) -> None:
+        log.exception("engine step failed; ending the %d request(s) in flight with an error", len(self._streams))
+        failure = EngineError(f"the engine step failed ({type(error).__name__}: {error}); this request was ended")
+        failure.__cause__ = error
+        self.engine.recover()
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            self._send(stream, [failure])
+        self._stats = self.engine.stats()
 
     def _drain_commands(self) -> None:
         while self._commands:

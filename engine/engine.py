@@ -220,6 +220,24 @@ class Engine:
         seq.finish_reason = "abort"
         return self._delta(seq, final=True)
 
+    def recover(self) -> list[Delta]:
+        """After ``step`` raised: abort every request in flight and drop the step's unfinished state
+        (a run-ahead step, pending text), so the engine takes new requests again. Returns the aborted
+        requests' final deltas. The failure cannot be pinned on one request, so all of them end."""
+        self._ahead = None
+        self._fresh.clear()
+        self._untexted.clear()
+        deltas = []
+        for request_id, seq in list(self._seqs.items()):
+            while seq.token_ids and seq.token_ids[-1] == PLACEHOLDER:  # a run-ahead token never read back
+                seq.token_ids.pop()
+            try:
+                deltas.append(self.abort(request_id))
+            except Exception:  # keep going: the others must still be freed
+                log.exception("engine recovery: could not abort request %s", request_id)
+                self._seqs.pop(request_id, None)
+        return deltas
+
     def has_work(self) -> bool:
         return self.scheduler.has_work() or bool(self._untexted) or self._ahead is not None
 

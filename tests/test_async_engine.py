@@ -161,3 +161,49 @@ def test_create_loads_off_the_event_loop(demo_path) -> None:  # type: ignore[no-
         await engine.aclose()
 
     anyio.run(main)
+
+
+class ExplodingConstraint:
+    """A constraint whose ``advance`` raises: a step fails on the engine thread, mid-batch."""
+
+    def fill_bitmask(self, bitmask: object) -> None:
+        pass  # every token allowed
+
+    def advance(self, token_id: int) -> None:
+        raise RuntimeError("constraint blew up")
+
+    def is_terminated(self) -> bool:
+        return False
+
+
+def test_a_failing_step_ends_the_requests_in_flight_and_the_engine_goes_on(demo_engine: Engine) -> None:
+    from engine import EngineError
+
+    engine = AsyncEngine(engine=demo_engine)
+    outcomes: dict[str, object] = {}
+
+    async def one(name: str, request: Request) -> None:
+        try:
+            outcomes[name] = await engine.generate(request)
+        except EngineError as exc:
+            outcomes[name] = exc
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "bystander", Request(prompt="A long story begins",
+                                                    params=SamplingParams(max_new_tokens=64, ignore_eos=True)))
+            await anyio.sleep(0.05)
+            tg.start_soon(one, "bad", Request(prompt="Boom", constraint=ExplodingConstraint(),
+                                              params=SamplingParams(max_new_tokens=8)))
+        after = await engine.generate(Request(prompt="Still alive?", params=SamplingParams(max_new_tokens=5,
+                                                                                          ignore_eos=True)))
+        outcomes["after"] = after
+        await engine.aclose()
+
+    anyio.run(main)
+    bad = outcomes["bad"]
+    assert isinstance(bad, EngineError) and "constraint blew up" in str(bad)
+    # the bystander shared the failed step: it ends with the same error (or finished before it)
+    assert isinstance(outcomes["bystander"], EngineError) or outcomes["bystander"].finish_reason == "length"  # type: ignore[union-attr]
+    assert len(outcomes["after"].token_ids) == 5  # type: ignore[union-attr]
+    assert_no_leaks(demo_engine)
