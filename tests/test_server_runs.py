@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -323,3 +324,23 @@ def test_hostile_requests_get_clear_errors(client: httpx.Client) -> None:
     assert client.post("/v1/workflows/steps/runs", json={"input": {"n": 1}},
                        headers={"Idempotency-Key": "k" * 300}).status_code == 400
     assert client.get("/health").status_code == 200
+
+
+def test_registered_workflows_outlive_a_restart(tmp_path: Path) -> None:
+    config = ServerConfig(model=None, store=str(tmp_path / "runs.db"))
+    kept = STEPS.replace("name: steps", "name: kept")
+    with running_server(config, tools=[tick]) as url, httpx.Client(base_url=url) as client:
+        assert client.put("/v1/workflows/kept", content=kept, headers=YAML).status_code == 201
+        second = kept.replace("output: state.total", "output: state")
+        assert client.put("/v1/workflows/kept", content=second, headers=YAML).status_code == 200
+        assert client.put("/v1/workflows/gone", content=kept.replace("name: kept", "name: gone"),
+                          headers=YAML).status_code == 201
+        assert client.delete("/v1/workflows/gone").status_code == 204
+        first_created = client.get("/v1/workflows/kept", params={"version": 1}).json()["created_at"]
+    with running_server(config, tools=[tick]) as url, httpx.Client(base_url=url) as client:
+        listed = {w["name"]: w for w in client.get("/v1/workflows").json()["data"]}
+        assert set(listed) == {"kept"} and listed["kept"]["versions"] == [1, 2]
+        v1 = client.get("/v1/workflows/kept", params={"version": 1}).json()
+        assert v1["source"] == kept and v1["created_at"] == first_created and v1["ir"]["output"] == "state.total"
+        run = client.post("/v1/workflows/kept/runs?wait=true", json={"input": {"n": 1}}).json()
+        assert run["version"] == 2 and run["output"] == {"total": 5}

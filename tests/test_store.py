@@ -31,8 +31,10 @@ from agentflow.runtime.store import (
     StoreClosedError,
     StoreError,
     StoreVersionError,
+    WorkflowRecord,
     open_store,
 )
+from agentflow.runtime.store.base import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -379,6 +381,21 @@ PRAGMA user_version = 1;
 """
 
 
+async def test_workflow_versions_are_stored(store: RunStore) -> None:
+    assert await store.workflows() == []
+    for name, version in (("b", 1), ("a", 2), ("a", 1)):
+        await store.put_workflow(WorkflowRecord(name, version, {"name": name, "v": version}, f"name: {name}", 1.0))
+    await store.put_workflow(WorkflowRecord("b", 1, {"name": "b", "v": "again"}, None, 2.0))  # replaces
+    stored = await store.workflows()
+    assert [(r.name, r.version) for r in stored] == [("a", 1), ("a", 2), ("b", 1)]
+    assert stored[2].spec == {"name": "b", "v": "again"} and stored[2].source is None
+    stored[0].spec["v"] = "changed by the caller"
+    assert (await store.workflows())[0].spec["v"] == 1
+    await store.delete_workflow("a")
+    await store.delete_workflow("nothing")
+    assert [r.name for r in await store.workflows()] == ["b"]
+
+
 async def test_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     conn = sqlite3.connect(path)
@@ -393,7 +410,7 @@ async def test_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
     finally:
         await store.aclose()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 

@@ -74,6 +74,10 @@ def create_app(config: ServerConfig | None = None, *, llm: LLM | None = None,
             metrics.watch(runtime)
             state.extra["openapi"] = document
             _load_workflows(state, config.workflows)
+            assert runtime.store is not None
+            restored = await state.registry.restore(runtime.store, lambda spec: _no_hook_clash(state, spec))
+            if restored:
+                log.info("restored %d workflow version(s) registered over the API", restored)
             app.state.agentflow = state
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_warm_up, state)
@@ -150,6 +154,14 @@ def _load_workflows(state: ServerState, paths: Sequence[Path]) -> None:
             continue
         state.registry.add(spec, source=text, origin=f"file:{file}")
     log.info("serving %d workflow(s)", len(state.registry.names()))
+
+
+def _no_hook_clash(state: ServerState, spec: Any) -> bool:
+    taken = hook_conflicts(state.registry, spec)
+    if taken:
+        log.warning("skipping stored workflow %s: hook name(s) %s already declared by another workflow", spec.name,
+                    taken)
+    return not taken
 
 
 async def _warm_up(state: ServerState) -> None:

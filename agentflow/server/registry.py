@@ -1,16 +1,25 @@
 """The server's workflow registry: every version of every workflow, with the source it came from.
 
 The newest version of a name is what new runs use (the runtime's registry points at it); a run
-keeps the IR it started with, so updating a workflow never changes runs already going.
+keeps the IR it started with, so updating a workflow never changes runs already going. Versions
+registered over the API are kept in the run store (``persist`` / ``restore``), so they outlive a
+restart; workflows served from files are read from the files at each start.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from pydantic import ValidationError
 
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.runtime import Runtime
+from agentflow.runtime.store import RunStore, WorkflowRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,13 +48,14 @@ class Registry:
     def versions(self, name: str) -> list[Version]:
         return list(self._versions.get(name, ()))
 
-    def add(self, spec: WorkflowSpec, *, source: str | None, origin: str) -> Version:
+    def add(self, spec: WorkflowSpec, *, source: str | None, origin: str,
+            created_at: float | None = None) -> Version:
         """Register ``spec`` as the next version of its name (its own ``version`` if that is higher)."""
         previous = self._versions.get(spec.name, [])
         number = max(spec.version, previous[-1].version + 1) if previous else spec.version
         if number != spec.version:
             spec = spec.model_copy(update={"version": number})
-        entry = Version(spec, number, source, origin)
+        entry = Version(spec, number, source, origin, created_at=time.time() if created_at is None else created_at)
         self._versions.setdefault(spec.name, []).append(entry)
         self._runtime.register(spec)
         return entry
@@ -54,6 +64,29 @@ class Registry:
         """Forget every version; runs of it keep going (each holds its own IR)."""
         self._runtime.workflows.pop(name, None)
         return self._versions.pop(name, None) is not None
+
+
+    async def persist(self, entry: Version, store: RunStore) -> None:
+        """Store a version registered over the API, so the next server start serves it again."""
+        spec = entry.spec.model_dump(mode="json", by_alias=True)
+        await store.put_workflow(WorkflowRecord(entry.spec.name, entry.version, spec, entry.source, entry.created_at))
+
+    async def restore(self, store: RunStore, accept: Callable[[WorkflowSpec], bool] = lambda spec: True) -> int:
+        """Register the versions stored by :meth:`persist` (after the files, so they win); a stored
+        version that no longer validates, or that ``accept`` refuses, is skipped with a warning."""
+        restored = 0
+        for record in await store.workflows():
+            try:
+                spec = WorkflowSpec.model_validate(record.spec)
+            except ValidationError as exc:
+                log.warning("stored workflow %s v%d no longer validates; skipped: %s", record.name, record.version,
+                            exc.errors()[0]["msg"] if exc.errors() else exc)
+                continue
+            if not accept(spec):
+                continue
+            self.add(spec, source=record.source, origin="api", created_at=record.created_at)
+            restored += 1
+        return restored
 
 
 __all__ = ["Registry", "Version"]

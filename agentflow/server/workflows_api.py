@@ -154,6 +154,8 @@ async def register_workflow(request: Request) -> Response:
     _check_triggers(state, spec, tenant_of(request))
     existed = registry.latest(spec.name) is not None
     entry = registry.add(spec, source=source, origin="api")
+    assert state.runtime.store is not None
+    await registry.persist(entry, state.runtime.store)
     status = 200 if existed else 201
     return JSONResponse(_summary(registry.versions(entry.spec.name)), status_code=status,
                         headers={"Location": f"/v1/workflows/{entry.spec.name}"})
@@ -175,8 +177,11 @@ def _check_triggers(state: ServerState, spec: WorkflowSpec, tenant: str) -> None
 
 async def delete_workflow(request: Request) -> Response:
     name = request.path_params["name"]
-    if not state_of(request).registry.remove(name):
+    state = state_of(request)
+    if not state.registry.remove(name):
         raise ApiError(404, f"no workflow named {name!r}", code="workflow_not_found")
+    assert state.runtime.store is not None
+    await state.runtime.store.delete_workflow(name)
     return Response(status_code=204)
 
 

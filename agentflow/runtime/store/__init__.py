@@ -24,6 +24,7 @@ from agentflow.runtime.store.base import (
     RunRecord,
     RunStatus,
     RunStore,
+    WorkflowRecord,
 )
 from agentflow.runtime.store.memory import MemoryStore
 from agentflow.runtime.store.sqlite import SQLiteStore
@@ -44,5 +45,5 @@ def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
 __all__ = [
     "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "PendingWrite", "RunExistsError",
     "RunNotFoundError", "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError",
-    "StoreVersionError", "open_store",
+    "StoreVersionError", "WorkflowRecord", "open_store",
 ]

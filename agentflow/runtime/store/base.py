@@ -59,9 +59,9 @@ RunStatus = Literal["pending", "running", "interrupted", "completed", "failed", 
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 UNFINISHED = ("pending", "running")
 """Statuses ``unfinished_runs`` returns; interrupted runs wait for an explicit resume instead."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Stored in ``PRAGMA user_version``; a file with a larger number was written by a newer agentflow.
-Version 2 added ``runs.tenant`` (files of version 1 are migrated when opened)."""
+Version 2 added ``runs.tenant``, version 3 the ``workflows`` table (older files are migrated when opened)."""
 MAX_BATCH_OPS = 1024
 """Most queued ops the writer folds into one transaction (bounds a batch's latency)."""
 PURGE_INTERVAL_S = 3600.0
@@ -106,6 +106,19 @@ class NodeRecord:
     seq: int = 0
     """Assigned by the store (global insertion order) on the records it returns; the caller's record
     is left untouched."""
+
+
+@dataclass
+class WorkflowRecord:
+    """One stored version of a workflow registered over the server's API (so it outlives a restart)."""
+
+    name: str
+    version: int
+    spec: dict[str, Any]
+    """The IR as JSON."""
+    source: str | None
+    """The YAML it was registered from, if any."""
+    created_at: float
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -320,6 +333,18 @@ class RunStore(abc.ABC):
         """Delete the event logs AND node records of finished runs last updated more than that many days
         ago (a finished run is never resumed, so its checkpoints are dead weight); the run rows stay.
         Returns the number of event and node rows deleted."""
+
+    @abc.abstractmethod
+    async def put_workflow(self, record: WorkflowRecord) -> None:
+        """Store a workflow version (replacing one with the same name and version)."""
+
+    @abc.abstractmethod
+    async def workflows(self) -> list[WorkflowRecord]:
+        """Every stored workflow version, by name then version."""
+
+    @abc.abstractmethod
+    async def delete_workflow(self, name: str) -> None:
+        """Forget every stored version of ``name`` (no error if none)."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

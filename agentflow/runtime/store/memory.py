@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import copy
+import dataclasses
 import itertools
 import logging
 import time
@@ -22,6 +24,7 @@ from agentflow.runtime.store.base import (
     PendingWrite,
     RunRecord,
     RunStore,
+    WorkflowRecord,
     _decode_cursor,
     _dumps,
     _encode_cursor,
@@ -110,6 +113,7 @@ class MemoryStore(RunStore):
         self._events: dict[str, _EventLog] = {}
         self._nodes: dict[str, list[NodeRecord]] = {}
         self._node_seq = itertools.count(1)
+        self._workflows: dict[tuple[str, int], WorkflowRecord] = {}
         self._closed = False
 
     @staticmethod
@@ -288,6 +292,19 @@ class MemoryStore(RunStore):
                 deleted += len(self._nodes.pop(run_id, []))
         await self._settle()
         return deleted
+
+    async def put_workflow(self, record: WorkflowRecord) -> None:
+        self._check_open()
+        self._workflows[(record.name, record.version)] = dataclasses.replace(record, spec=copy.deepcopy(record.spec))
+
+    async def workflows(self) -> list[WorkflowRecord]:
+        self._check_open()
+        return [dataclasses.replace(r, spec=copy.deepcopy(r.spec)) for _, r in sorted(self._workflows.items())]
+
+    async def delete_workflow(self, name: str) -> None:
+        self._check_open()
+        for key in [key for key in self._workflows if key[0] == name]:
+            del self._workflows[key]
 
     async def aclose(self) -> None:
         self.close_sync()

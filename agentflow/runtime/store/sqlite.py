@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import sqlite3
@@ -40,6 +41,7 @@ from agentflow.runtime.store.base import (
     RunRecord,
     RunStore,
     T,
+    WorkflowRecord,
     _decode_cursor,
     _Deferred,
     _encode_cursor,
@@ -74,6 +76,10 @@ CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, time REAL NOT NULL, node TEXT,
     data TEXT NOT NULL, PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE IF NOT EXISTS workflows (
+    name TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL, source TEXT, created_at REAL NOT NULL,
+    PRIMARY KEY (name, version)
+);
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
@@ -83,6 +89,15 @@ BEGIN IMMEDIATE;
 ALTER TABLE runs ADD COLUMN tenant TEXT;
 CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, created_at, run_id);
 PRAGMA user_version = 2;
+COMMIT;
+""",
+    2: """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS workflows (
+    name TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL, source TEXT, created_at REAL NOT NULL,
+    PRIMARY KEY (name, version)
+);
+PRAGMA user_version = 3;
 COMMIT;
 """,
 }
@@ -641,6 +656,19 @@ class SQLiteStore(RunStore):
 
     async def purge(self, *, events_older_than_days: float) -> int:
         return int(await self._write(lambda conn: _sql_purge(conn, events_older_than_days)))
+
+    async def put_workflow(self, record: WorkflowRecord) -> None:
+        row = (record.name, record.version, json.dumps(record.spec, ensure_ascii=False), record.source,
+               record.created_at)
+        await self._write(lambda conn: conn.execute("INSERT OR REPLACE INTO workflows VALUES (?, ?, ?, ?, ?)", row))
+
+    async def workflows(self) -> list[WorkflowRecord]:
+        sql = "SELECT name, version, spec, source, created_at FROM workflows ORDER BY name, version"
+        return await self._read(lambda conn: [WorkflowRecord(name, version, json.loads(spec), source, created_at)
+                                              for name, version, spec, source, created_at in conn.execute(sql)])
+
+    async def delete_workflow(self, name: str) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM workflows WHERE name = ?", (name,)))
 
     async def aclose(self) -> None:
         self._writer.close()
