@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -387,32 +387,65 @@ class Runtime:
     async def events(self, run_id: str, *, after: int = 0) -> AsyncIterator[EventBase]:
         """Every event of the run with ``seq > after``: first replayed from the store, then live, ending
         after the terminal event (or at the end of the log when the run is not executing here)."""
+        batches = self.event_batches(run_id, after=after)
+        try:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+        finally:
+            await batches.aclose()
+
+    async def event_batches(self, run_id: str, *, after: int = 0,
+                            replay_batch: int = 512) -> AsyncGenerator[list[EventBase], None]:
+        """:meth:`events` in batches: the stored log in slices of ``replay_batch``, then each live
+        event together with those already queued behind it (a busy run's subscriber wakes once for
+        several events)."""
         _, store = self._require_open()
         live = run_id in self._live
         subscription = self.bus.subscribe(run_id) if live else None
         try:
             await store.flush()
             last = after
-            for event in await store.events(run_id, after=after):
-                yield event
-                last = event.seq
-                if event.event in TERMINAL_EVENTS:  # type: ignore[attr-defined]
+            stored = await store.events(run_id, after=after)
+            for start in range(0, len(stored), replay_batch):
+                batch = stored[start:start + replay_batch]
+                end = _terminal_index(batch)
+                if end is not None:
+                    yield batch[:end + 1]
                     return
+                yield batch
+                last = batch[-1].seq
             if subscription is None:
-                if await store.get_run(run_id) is None:
+                if not stored and await store.get_run(run_id) is None:
                     raise RunNotFoundError(f"no run {run_id!r}")
                 return
-            async for event in subscription[1]:
-                if event.seq <= last:
-                    continue
-                yield event
-                last = event.seq
-                if event.event in TERMINAL_EVENTS:  # type: ignore[attr-defined]
+            receive = subscription[1]
+            async for first in receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                fresh = [event for event in batch if event.seq > last]
+                end = _terminal_index(fresh)
+                if end is not None:
+                    yield fresh[:end + 1]
                     return
+                if fresh:
+                    yield fresh
+                    last = fresh[-1].seq
         finally:
             if subscription is not None:
                 self.bus.unsubscribe(run_id, subscription[0])
                 subscription[1].close()
+
+
+def _terminal_index(batch: list[EventBase]) -> int | None:
+    for i, event in enumerate(batch):
+        if event.event in TERMINAL_EVENTS:  # type: ignore[attr-defined]
+            return i
+    return None
 
 
 def _walk(nodes: Iterable[Any]) -> Iterable[Any]:

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+import time
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from agentflow.runtime.errors import RunExistsError
+from agentflow.runtime.events import EventBase
 from agentflow.runtime.store import RunRecord
 from agentflow.server.endpoint import Endpoint, body, query
 from agentflow.server.errors import ApiError
+from agentflow.server.generation import watching
 from agentflow.server.state import ServerState, state_of, tenant_of
 
 log = logging.getLogger(__name__)
@@ -201,13 +204,67 @@ async def run_events(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     await owned_run(state, run_id, tenant)
     after = _last_event_id(request)
+    return RunEventStream(state, run_id, after)
 
-    async def stream() -> AsyncIterator[ServerSentEvent]:
-        async for event in state.runtime.events(run_id, after=after):
-            yield ServerSentEvent(event.model_dump_json(), event=getattr(event, "event", None), id=str(event.seq))
 
-    return EventSourceResponse(stream(), ping=state.config.heartbeat_s, headers={"Cache-Control": "no-store",
-                                                                                "X-Accel-Buffering": "no"})
+_HEARTBEAT = b": keep-alive\n\n"
+_FRAMES: dict[tuple[str, int], bytes] = {}
+"""Recent events' SSE frames: a live event reaches every subscriber of its run, and is written once."""
+_FRAMES_KEPT = 8192
+
+
+def _frame(event: EventBase) -> bytes:
+    key = (event.run_id, event.seq)
+    frame = _FRAMES.get(key)
+    if frame is None:
+        name = getattr(event, "event", type(event).__name__)
+        frame = f"id: {event.seq}\nevent: {name}\ndata: {event.model_dump_json()}\n\n".encode()
+        if len(_FRAMES) >= _FRAMES_KEPT:
+            _FRAMES.clear()
+        _FRAMES[key] = frame
+    return frame
+
+
+class RunEventStream(Response):
+    """A run's events as ``text/event-stream``: the events that are ready go out as one write, a
+    comment line goes out when nothing happened for ``heartbeat_s``, and the response ends after the
+    terminal event. A client that leaves cancels only its own stream."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, state: ServerState, run_id: str, after: int) -> None:
+        self.state, self.run_id, self.after = state, run_id, after
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        heartbeat = self.state.config.heartbeat_s
+        sending = anyio.Lock()
+        last_sent = time.monotonic()
+
+        async def write(body: bytes, more: bool = True) -> None:
+            nonlocal last_sent
+            async with sending:  # the heartbeat task writes too; writes must not interleave
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+                last_sent = time.monotonic()
+
+        async def beat() -> None:
+            while True:
+                await anyio.sleep(max(0.0, last_sent + heartbeat - time.monotonic()))
+                if time.monotonic() - last_sent >= heartbeat:
+                    await write(_HEARTBEAT)
+
+        async def stream() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(beat)
+                async for batch in self.state.runtime.event_batches(self.run_id, after=self.after):
+                    await write(b"".join(_frame(event) for event in batch))
+                tg.cancel_scope.cancel()
+            await write(b"", more=False)
+
+        await watching(receive, stream)
 
 
 TAG = "runs"
