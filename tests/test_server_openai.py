@@ -18,7 +18,7 @@ import pydantic
 import pytest
 
 from agentflow.server import ServerConfig
-from agentflow.server.openai_api import ChatCompletion, Completion
+from agentflow.server.openai_models import ChatCompletion, Completion
 from tests.serving import running_server
 
 TOOLS: list[dict[str, Any]] = [
