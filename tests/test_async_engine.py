@@ -18,18 +18,27 @@ def demo_engine(demo_path) -> Engine:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
-def test_hundred_concurrent_streams_and_a_responsive_loop(demo_engine: Engine) -> None:
+def test_hundred_concurrent_streams_and_a_responsive_loop(demo_engine: Engine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     engine = AsyncEngine(engine=demo_engine)
     results: dict[int, tuple[list[int], str, str | None]] = {}
-    gaps: list[float] = []
+    ticks: list[float] = []
+    steps: list[tuple[float, float]] = []
+    step = demo_engine.step
+
+    def timed_step():  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return step()
+        finally:
+            steps.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(demo_engine, "step", timed_step)
 
     async def ticker(done: anyio.Event) -> None:
-        last = time.perf_counter()
         while not done.is_set():
-            await anyio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
+            await anyio.sleep(0.002)
+            ticks.append(time.perf_counter())
 
     async def one(i: int) -> None:
         ids, text, reason = [], [], None
@@ -56,7 +65,13 @@ def test_hundred_concurrent_streams_and_a_responsive_loop(demo_engine: Engine) -
     tok = demo_engine.tokenizer
     assert tok is not None
     assert all(text == tok.decode(ids) for ids, text, _ in results.values())
-    assert max(gaps) < 0.1, f"event loop stalled for {max(gaps) * 1000:.0f} ms"
+    # The engine steps on its own thread, so the event loop keeps running while a step computes: the ticker
+    # ticks inside the engine's longer steps (a loop that ran the steps itself could not tick in any).
+    # Structural rather than a latency bound, so a slow or noisy machine cannot fail it.
+    long_steps = [(start, end) for start, end in steps if end - start > 0.03]
+    assert long_steps, "no engine step long enough to observe"
+    overlapped = [any(start < t < end for t in ticks) for start, end in long_steps]
+    assert sum(overlapped) >= len(long_steps) / 2, f"the loop ticked in {sum(overlapped)} of {len(long_steps)} steps"
     assert_no_leaks(demo_engine)
 
 
