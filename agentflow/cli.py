@@ -63,8 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import anyio
-
+    from agentflow.runtime.loop import run as run_on_loop
     from engine import AsyncEngine, EngineError, Request, SamplingParams
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -102,7 +101,7 @@ def _generate(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         return 0
 
-    return anyio.run(run)
+    return run_on_loop(run)
 
 
 if __name__ == "__main__":

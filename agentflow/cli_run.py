@@ -56,6 +56,7 @@ from agentflow.live_view import View, ViewMode, make_view
 from agentflow.llm import LLM, resolve_llm
 from agentflow.runtime import InvalidInputError, NoLLMError, RunRecord, Runtime
 from agentflow.runtime.events import RunInterrupted
+from agentflow.runtime.loop import run as run_on_loop
 from agentflow.runtime.store import FINISHED, MemoryStore, RunStore, SQLiteStore, StoreError
 from agentflow.tool import ToolRegistry
 
@@ -359,7 +360,7 @@ def execute(session: Session, job: Job) -> int:
     """Run the job's event loop; stopped by a signal, print how to continue and exit 128 + signal."""
     outcome = _Outcome()
     try:
-        anyio.run(_main, session, job, outcome)
+        run_on_loop(_main, session, job, outcome)
     except KeyboardInterrupt:  # before the signal handlers were installed
         outcome.signal = signal.SIGINT
     if not outcome.signal:

@@ -13,7 +13,8 @@ function runs in a worker thread in both frameworks). agentflow: tool nodes, ``R
 ``StateGraph`` compiled with no checkpointer (memory) or an ``AsyncSqliteSaver`` on a temporary
 file (durable, ``durability="sync"``: each step is committed before the next starts, as in
 agentflow; the default ``"async"`` is shown too). Both SQLite files use WAL with
-``synchronous=NORMAL``. Both are driven through their async API on one asyncio loop.
+``synchronous=NORMAL``. Both are driven through their async API on one asyncio loop: uvloop's where it is installed (as
+agentflow's CLI and uvicorn choose), ``--loop asyncio`` for the standard one.
 
     per-node overhead = (wall time of one run - wall time of a run of a 1-node graph) / (nodes - 1)
 
@@ -60,6 +61,8 @@ from tqdm import tqdm
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.llm.base import LLMRequest, LLMResult, TextDelta, generate
 from agentflow.runtime import Runtime
+from agentflow.runtime.loop import choose_loop
+from agentflow.runtime.loop import run as run_on_loop
 
 TARGET_US = {"memory": 50.0, "durable": 300.0}
 """The issue's targets for agentflow, µs per node."""
@@ -488,7 +491,7 @@ def engine_table(r: EngineResult, runs: int) -> str:
     return _table(["engine workload", "seconds", "ratio"], rows)
 
 
-def environment(langgraph: bool) -> str:
+def environment(langgraph: bool, loop: str) -> str:
     lg = importlib.metadata.version("langgraph") if langgraph else "not used"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
@@ -500,7 +503,8 @@ def environment(langgraph: bool) -> str:
         engine = "torch not installed"
     return (f"Python {platform.python_version()} ({platform.machine()}), agentflow "
             f"{importlib.metadata.version('agentflow')}, langgraph {lg}, "
-            f"anyio {importlib.metadata.version('anyio')} on asyncio, {cpus} CPUs, {engine}; load average {_load()}")
+            f"anyio {importlib.metadata.version('anyio')} on asyncio with the {loop} loop, {cpus} CPUs, {engine}; "
+            f"load average {_load()}")
 
 
 def _load() -> str:
@@ -524,10 +528,13 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=None, help="chain length and fan-out width (default 100)")
     parser.add_argument("--runs", type=int, default=None, help="concurrent runs in the engine workload (default 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                        help="event loop for both frameworks (default: uvloop if installed, as agentflow's CLI does)")
     parser.add_argument("--skip-langgraph", action="store_true")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--quick", action="store_true", help="--nodes 20 --runs 8, fewer repeats")
     args = parser.parse_args()
+    args.loop = choose_loop(args.loop)
     args.nodes = args.nodes or (20 if args.quick else 100)
     args.runs = args.runs or (8 if args.quick else 64)
     args.engine_repeats = args.engine_repeats or (1 if args.quick else 3)
@@ -555,7 +562,7 @@ async def amain(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    print(environment(langgraph), flush=True)
+    print(environment(langgraph, args.loop), flush=True)
     cases = [Case(graph, fn, store, args.nodes) for store in ("memory", "durable") for graph in ("chain", "fanout")
              for fn in ("async", "sync")]
     with tempfile.TemporaryDirectory(prefix="bench-orchestrator-") as tmp_dir:
@@ -591,7 +598,8 @@ async def amain(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    anyio.run(amain, _args())
+    args = _args()
+    run_on_loop(amain, args, loop=args.loop)
 
 
 if __name__ == "__main__":

@@ -113,8 +113,18 @@ def wait_status(client: httpx.Client, run_id: str, *statuses: str, timeout: floa
     deadline = time.monotonic() + timeout
     while True:
         run = client.get(f"/v1/runs/{run_id}").json()
-        if run["status"] in statuses or time.monotonic() > deadline:
+        if run["status"] in statuses:
             return run  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:  # say where the run stopped: its events so far (?after=0 replays them)
+            lines: list[str] = []
+            until = time.monotonic() + 2  # heartbeats keep the stream alive: stop reading after 2 s
+            with client.stream("GET", f"/v1/runs/{run_id}/events", timeout=2) as stream:
+                for line in stream.iter_lines():
+                    lines.append(line)
+                    if time.monotonic() > until:
+                        break
+            raise AssertionError(f"run {run_id} is {run['status']}, not {statuses}, after {timeout} s; its events:\n"
+                                 + "\n".join(line for line in lines if line.startswith(("event:", "data:"))))
         time.sleep(0.05)
 
 
