@@ -35,6 +35,7 @@ def add_command(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from agentflow.runtime.loop import choose_loop
     from agentflow.server import ServerConfig, create_app
 
     given = {"host": args.host, "port": args.port, "store": args.store, "workflows": args.workflows,
@@ -48,13 +49,19 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ValidationError) as exc:
         sys.stderr.write(f"error: bad server configuration: {exc}\n")
         return 2
+    try:
+        loop = choose_loop()  # AGENTFLOW_LOOP, as for `agentflow run`
+    except (ValueError, RuntimeError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     if not config.api_keys and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without API keys: anyone who can reach it can start runs", config.host)
     logging.getLogger("agentflow").setLevel(args.log_level.upper())
     app = create_app(config)
     sys.stderr.write(f"agentflow serving on http://{config.host}:{config.port} (model: {config.model or 'none'}, "
                      f"store: {config.store}); API docs at /docs\n")
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=10,
+                loop=loop)
     return 0
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +53,12 @@ def test_bad_choices_fail_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_loop("auto") == "asyncio"
     with pytest.raises(RuntimeError, match="uvloop is not installed"):
         choose_loop("uvloop")
+
+
+def test_agentflow_serve_refuses_an_unknown_loop(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "AGENTFLOW_LOOP": "tokio"}
+    done = subprocess.run([sys.executable, "-m", "agentflow.cli", "serve", "--model", "none", "--store",
+                           str(tmp_path / "runs.db"), "--port", "1"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "AGENTFLOW_LOOP must be 'auto', 'uvloop' or 'asyncio', not 'tokio'" in done.stderr

@@ -3,7 +3,7 @@
 uvloop (libuv) makes the loop's own work cheaper: task steps, ``call_soon_threadsafe`` from the run
 store's writer thread, socket readiness. ``AGENTFLOW_LOOP=asyncio`` chooses the standard loop
 (for debugging, or to compare); ``AGENTFLOW_LOOP=uvloop`` requires uvloop and fails clearly without it.
-``agentflow serve`` leaves the choice to uvicorn, whose ``loop="auto"`` makes the same one.
+``agentflow serve`` passes the same choice to uvicorn.
 """
 
 from __future__ import annotations
