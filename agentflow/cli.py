@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from agentflow import __version__, cli_run, cli_serve
+from agentflow.runtime.loop import choose_loop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command is None:
         parser.print_help()
+        return 2
+    try:
+        choose_loop()  # a bad AGENTFLOW_LOOP is a usage error of every command, said before any work
+    except (ValueError, RuntimeError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     try:
         return int(args.run(args))

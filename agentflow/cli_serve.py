@@ -49,11 +49,6 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ValidationError) as exc:
         sys.stderr.write(f"error: bad server configuration: {exc}\n")
         return 2
-    try:
-        loop = choose_loop()  # AGENTFLOW_LOOP, as for `agentflow run`
-    except (ValueError, RuntimeError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
     if not config.api_keys and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without API keys: anyone who can reach it can start runs", config.host)
     logging.getLogger("agentflow").setLevel(args.log_level.upper())
@@ -61,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     sys.stderr.write(f"agentflow serving on http://{config.host}:{config.port} (model: {config.model or 'none'}, "
                      f"store: {config.store}); API docs at /docs\n")
     uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=10,
-                loop=loop)
+                loop=choose_loop())  # AGENTFLOW_LOOP, as for `agentflow run` (checked by main)
     return 0
 
 

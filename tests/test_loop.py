@@ -55,10 +55,15 @@ def test_bad_choices_fail_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
         choose_loop("uvloop")
 
 
-def test_agentflow_serve_refuses_an_unknown_loop(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "AGENTFLOW_LOOP": "tokio"}
-    done = subprocess.run([sys.executable, "-m", "agentflow.cli", "serve", "--model", "none", "--store",
-                           str(tmp_path / "runs.db"), "--port", "1"], env=env, capture_output=True, text=True,
-                          timeout=60)
+@pytest.mark.parametrize("command", [
+    ["serve", "--model", "none", "--store", "{tmp}/runs.db", "--port", "1"],
+    ["run", "workflows/invoice_extraction.yaml", "--input", "{{}}", "--no-store"],
+])
+def test_the_cli_refuses_an_unknown_loop(command: list[str], tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "AGENTFLOW_LOOP": "tokio"}
+    done = subprocess.run([sys.executable, "-m", "agentflow.cli", *(arg.format(tmp=tmp_path) for arg in command)],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=root)
     assert done.returncode == 2, done.stderr
     assert "AGENTFLOW_LOOP must be 'auto', 'uvloop' or 'asyncio', not 'tokio'" in done.stderr
+    assert "Traceback" not in done.stderr
