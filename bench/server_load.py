@@ -76,7 +76,7 @@ def workflow_yaml(nodes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve(port: int, store: str) -> None:
+def serve(port: int, store: str, loop: str) -> None:
     import logging
 
     import uvicorn
@@ -87,7 +87,7 @@ def serve(port: int, store: str) -> None:
     raise_fd_limit()
     app = create_app(ServerConfig(model=None, store=store), tools=[wait_until, tick])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=4096,
-                timeout_keep_alive=60)
+                timeout_keep_alive=60, loop=loop)  # the loop `agentflow serve` picks (--loop)
 
 
 # ---- the client ----------------------------------------------------------------------------------------------
@@ -212,7 +212,8 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="agentflow-load-") as tmp:
         port = free_port()
         store = str(Path(tmp) / "runs.db")
-        server = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(port), "--store", store])
+        server = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(port), "--store", store,
+                                   "--loop", args.loop])
         base_url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -247,7 +248,8 @@ def main(args: argparse.Namespace) -> None:
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\nSSE fan-out: runs of {args.nodes} tool nodes (4 events a node); {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f}; server and client on this machine")
+          f"{os.getloadavg()[0]:.2f}; server and client on this machine; server event loop {args.loop}, "
+          f"HTTP parser {_http_parser()}")
     print("| scenario (subscribers, node time) | events received (live / replayed) | complete streams "
           "| deliveries/s | lag p50 (ms) | lag p99 (ms) | lag max (ms) | target p99 | server CPU (s) "
           "| server CPU (% of a core) | client CPU (s) | live window (s) |")
@@ -277,6 +279,15 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
           "last event). CPU: utime + stime (/proc/PID/stat) over the live window.")
 
 
+def _http_parser() -> str:
+    """What uvicorn's ``http="auto"`` picks, as `agentflow serve` runs it."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=100, help="concurrent runs (default 100)")
@@ -287,6 +298,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    "(default 1.0,0.5,0.3)")
     p.add_argument("--lead", type=float, default=5.0,
                    help="seconds from creating the runs to their start, for the subscribers to connect (default 5)")
+    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                   help="the server's event loop (default: uvloop where installed, as `agentflow serve`)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
@@ -295,7 +308,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse()
+    from agentflow.runtime.loop import choose_loop
+
+    try:
+        arguments.loop = choose_loop(None if arguments.loop == "auto" else arguments.loop)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"--loop: {exc}") from None
     if arguments.serve:
-        serve(arguments.port, arguments.store)
+        serve(arguments.port, arguments.store, arguments.loop)
     else:
         main(arguments)
