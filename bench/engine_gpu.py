@@ -20,6 +20,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import platform
 import shutil
 import statistics
@@ -203,9 +204,10 @@ def make_engine(path: Path, plan: Plan, **options: Any) -> Engine:
     cfg = json.loads((path / "config.json").read_text())
     head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
     kv_bytes = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * (4 if plan.smoke else 2)
+    if plan.mask_threads is not None:
+        options = {"mask_threads": plan.mask_threads, **options}
     return Engine(str(path), device=plan.device, dtype=plan.dtype, load_format="dummy", max_running=256,
-                  max_kv_tokens=int(plan.kv_gib * (1 << 30) / kv_bytes), record_gpu_timeline=True,
-                  mask_threads=plan.mask_threads, **options)
+                  max_kv_tokens=int(plan.kv_gib * (1 << 30) / kv_bytes), record_gpu_timeline=True, **options)
 
 
 def evict_cache(engine: Engine) -> None:
@@ -350,16 +352,29 @@ def decode(engine: Engine, plan: Plan, batches: list[int], label: str) -> dict[i
     return out
 
 
-def prefill(engine: Engine, plan: Plan, label: str) -> dict[str, float]:
+def prefill_kernels(plan: Plan) -> tuple[str, ...]:
+    """The prefill attention paths to measure: torch SDPA, and the Triton extend kernel where it can run."""
+    return ("sdpa",) if plan.smoke and os.environ.get("TRITON_INTERPRET") != "1" else ("sdpa", "triton")
+
+
+def prefill(engine: Engine, plan: Plan, label: str) -> list[dict[str, Any]]:
     """``prefill_prompts`` prompts of ``prefill_len`` random tokens, one new token each, at the engine's chunk_size;
-    a warm-up, then the timed run."""
+    a warm-up, then the timed run; once per prefill attention path (``EngineConfig.prefill_attention``), on the same
+    engine (its runner reads the choice at every step), so both use the same weights and KV pool."""
     params = SamplingParams(temperature=0, max_new_tokens=1, ignore_eos=True)
-    for seed in tqdm((1, 2), desc=f"{label}: prefill", leave=False):
-        evict_cache(engine)
-        prompts = random_prompts(plan.prefill_prompts, plan.prefill_len, engine.model.config.vocab_size, 20_000 + seed)
-        run = drive(engine, [Request(prompt=p, params=params) for p in prompts])
     tokens = plan.prefill_prompts * plan.prefill_len
-    return {"chunk_size": engine.config.chunk_size, "tokens": tokens, "seconds": run.wall, "tok_s": tokens / run.wall}
+    out = []
+    for kernel in prefill_kernels(plan):
+        engine.runner.prefill_attention = kernel
+        for seed in tqdm((1, 2), desc=f"{label}: prefill ({kernel})", leave=False):
+            evict_cache(engine)
+            prompts = random_prompts(plan.prefill_prompts, plan.prefill_len, engine.model.config.vocab_size,
+                                     20_000 + seed)
+            run = drive(engine, [Request(prompt=p, params=params) for p in prompts])
+        out.append({"chunk_size": engine.config.chunk_size, "kernel": kernel, "tokens": tokens, "seconds": run.wall,
+                    "tok_s": tokens / run.wall})
+    engine.runner.prefill_attention = engine.config.prefill_attention
+    return out
 
 
 def agent(engine: Engine, plan: Plan) -> dict[str, Any]:
@@ -439,7 +454,7 @@ def bench_model(name: str, root: Path, plan: Plan, sections: set[str], copy_gb_s
         if sections & {"decode", "hf"}:
             res["decode"] = decode(engine, plan, plan.batches, f"{name} graphs")
         if "prefill" in sections:
-            res["prefill"] = [prefill(engine, plan, name)]
+            res["prefill"] = prefill(engine, plan, name)
         if name == AGENT_MODEL and "agent" in sections:
             res["agent"] = agent(engine, plan)
         if name == AGENT_MODEL and "constrained" in sections:
@@ -451,7 +466,7 @@ def bench_model(name: str, root: Path, plan: Plan, sections: set[str], copy_gb_s
         if "decode" in sections:
             res["decode_eager"] = decode(engine, plan, plan.eager_batches, f"{name} eager")
         if "prefill" in sections:
-            res["prefill"] = [*res.get("prefill", []), prefill(engine, plan, name)]
+            res["prefill"] = [*res.get("prefill", []), *prefill(engine, plan, name)]
         del engine
         free_memory()
     if copy_gb_s and 1 in res.get("decode", {}):
@@ -511,10 +526,17 @@ def decode_tables(models: dict[str, Any], plan: Plan) -> None:
     table(f"agentflow vs transformers generate (eager, sdpa): prompt {plan.prompt_len}, {plan.new_tokens} new",
           ["model", "batch", "agentflow end-to-end tok/s", "agentflow decode tok/s", "HF tok/s", "ratio (end-to-end)"],
           rows)
-    rows = [[name, f"{plan.prefill_prompts} x {plan.prefill_len}", str(p["chunk_size"]), f"{p['seconds']:.3f}",
-             f"{p['tok_s']:,.0f}"] for name, r in models.items() for p in r.get("prefill", [])]
-    table("Prefill (one new token per prompt; chunk_size = most prompt tokens per step)",
-          ["model", "prompts x tokens", "chunk_size", "seconds", "tok/s"], rows)
+    rows = [[name, f"{plan.prefill_prompts} x {plan.prefill_len}", str(p["chunk_size"]), p["kernel"],
+             f"{p['seconds']:.3f}", f"{p['tok_s']:,.0f}", _vs_sdpa(p, r["prefill"])]
+            for name, r in models.items() for p in r.get("prefill", [])]
+    table("Prefill (one new token per prompt; chunk_size = most prompt tokens per step; attention: torch SDPA over "
+          "the gathered context, or the Triton extend kernel)",
+          ["model", "prompts x tokens", "chunk_size", "attention", "seconds", "tok/s", "vs sdpa"], rows)
+
+
+def _vs_sdpa(p: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    base = next((q for q in runs if q["chunk_size"] == p["chunk_size"] and q["kernel"] == "sdpa"), None)
+    return f"{p['tok_s'] / base['tok_s']:.2f}x" if base else ""
 
 
 def report(results: dict[str, Any], plan: Plan) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Literal
 
 from engine.scheduler import SchedulerConfig
 
@@ -61,6 +63,13 @@ class EngineConfig:
     """Detokenize a step's tokens and build their deltas while the GPU runs the next step, for
     requests without stop strings (whose text cannot end them); their deltas arrive one step later.
     Default: on for CUDA, off on CPU (nothing to overlap with)."""
+    prefill_attention: Literal["sdpa", "triton"] = "sdpa"
+    """Attention of prefill chunks on CUDA. ``sdpa``: per chunk, gather its context from the KV pool
+    and call torch's ``scaled_dot_product_attention``. ``triton``: every chunk of the step in one launch
+    of the paged extend kernel (``engine.attention.triton_extend``), reading K/V through the slot
+    table without gathering. ``bench/engine_gpu.py``'s prefill section measures both; the default
+    stays ``sdpa`` until a GPU run shows the kernel faster. On CPU, ``triton`` runs only under
+    ``TRITON_INTERPRET=1`` (Triton's interpreter: tests), and is refused otherwise."""
     mask_threads: int = 1
     """Worker threads filling grammar masks while the forward pass runs; 0 fills them after the
     forward, on the engine thread (no overlap). Default 1: on an H100 host (16 cores), 64 JSON-schema
@@ -83,6 +92,11 @@ class EngineConfig:
         _positive("cuda_graph_max_batch", self.cuda_graph_max_batch)
         if self.load_format not in ("auto", "dummy"):
             raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
+        if self.prefill_attention not in ("sdpa", "triton"):
+            raise ValueError(f"prefill_attention must be 'sdpa' or 'triton', got {self.prefill_attention!r}")
+        if self.prefill_attention == "triton" and not on_gpu and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("prefill_attention='triton' needs a CUDA device (on CPU, Triton kernels run only "
+                             "interpreted, with TRITON_INTERPRET=1)")
         if self.overlap is not None and not isinstance(self.overlap, bool):
             raise ValueError(f"overlap must be True, False or None, got {self.overlap!r}")
         for name in ("cuda_graphs", "record_gpu_timeline"):

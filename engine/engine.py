@@ -116,7 +116,8 @@ class Engine:
         self.runner = ModelRunner(self.model, self.kv, self.device, max_sequences=cfg.max_running,
                                   max_context=self.max_model_len, cuda_graphs=cfg.cuda_graphs,
                                   cuda_graph_max_batch=cfg.cuda_graph_max_batch,
-                                  record_timeline=cfg.record_gpu_timeline)
+                                  record_timeline=cfg.record_gpu_timeline,
+                                  prefill_attention=cfg.prefill_attention)
         vocab_limit = self.tokenizer.vocab_size if self.tokenizer else None
         self.logit_width = mcfg.vocab_size
         """Logit rows of the model (grammar masks are this wide; may exceed the tokenizer's vocabulary)."""

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, kv: KVPool, device: torch.device, *, max_sequences: int,
                  max_context: int, cuda_graphs: bool = False, cuda_graph_max_batch: int = 256,
-                 record_timeline: bool = False) -> None:
+                 record_timeline: bool = False, prefill_attention: str = "sdpa") -> None:
         self.model = model
+        self.prefill_attention = prefill_attention
         self.kv = kv
         self.device = device
         # The pad slot is read (masked out) by padded decode rows: keep it finite.
@@ -102,7 +103,8 @@ class ModelRunner:
         pos = torch.tensor(positions, dtype=torch.long, device=self.device)
         longest = max((c.start + 1 for c in chunks if c.length == 1), default=0)
         meta = build_metadata(meta_chunks, self.slot_table.table, self.device,
-                              splits=self.splits(decodes, longest) if decodes else 1)
+                              splits=self.splits(decodes, longest) if decodes else 1,
+                              prefill_kernel=self.prefill_attention)
         hidden = self.model(input_ids, pos, meta, self.kv)  # [T, hidden]
         if not all_logits and len(sample_rows) != len(ids):
             hidden = hidden[torch.tensor(sample_rows, dtype=torch.long, device=self.device)]

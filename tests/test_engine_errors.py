@@ -142,11 +142,22 @@ def test_missing_weights_are_reported(tmp_path, tiny_llama) -> None:  # type: ig
 
 
 @pytest.mark.parametrize(("option", "value"), [("device", "tpu"), ("chunk_size", 0), ("max_kv_tokens", -5),
-                                               ("reserve_ratio", 2.0), ("session_ttl", 0)])
+                                               ("reserve_ratio", 2.0), ("session_ttl", 0),
+                                               ("prefill_attention", "flash")])
 def test_bad_engine_options(tiny_llama, option: str, value: object) -> None:  # type: ignore[no-untyped-def]
     path, _ = tiny_llama
     with pytest.raises(ValueError, match=option):
         Engine(str(path), **{option: value})
+
+
+def test_triton_prefill_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.config import EngineConfig
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="prefill_attention='triton' needs a CUDA device"):
+        EngineConfig(prefill_attention="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # interpreted on CPU: accepted (tests/test_extend_kernel.py runs it)
+    assert EngineConfig(prefill_attention="triton").prefill_attention == "triton"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")

@@ -38,6 +38,8 @@ class PrefillSeq:
     """Position of the first query token; the context is start + length tokens."""
     slots: torch.Tensor
     """long [start + length]: context slots."""
+    table_row: int = -1
+    """Its row in the slot table (the extend kernel reads the slots there)."""
 
 
 @dataclass
@@ -48,7 +50,22 @@ class AttentionMetadata:
     prefills: list[PrefillSeq]
     table: torch.Tensor
     """int32 [R, W]: the slot table (``engine.attention.slot_table``)."""
+    prefill_kernel: str = "sdpa"
+    """``sdpa`` (gather + torch SDPA per chunk) or ``triton`` (``triton_extend``, one launch for all)."""
     _masks: dict[tuple[object, ...], torch.Tensor] = field(default_factory=dict)
+
+    def extend_chunks(self) -> list[tuple[int, int, int, int]]:
+        """``(q0, length, s0, table_row)`` per prefill chunk, as ``triton_extend`` takes them."""
+        return [(p.row_start, p.length, p.start, p.table_row) for p in self.prefills]
+
+    def extend_plan(self) -> torch.Tensor:
+        """The extend kernel's launch plan, built once per step (on first use) for every layer."""
+        key = ("extend",)
+        if key not in self._masks:
+            from engine.attention.triton_extend import extend_plan
+
+            self._masks[key] = extend_plan(self.extend_chunks(), self.table.device)
+        return self._masks[key]
 
     def decode_slots(self) -> torch.Tensor:
         """long [B, max_length]: context slots per decode sequence, padded with the table's pad."""
@@ -86,7 +103,7 @@ class AttentionMetadata:
 
 
 def build_metadata(chunks: list[tuple[int, int, int, list[int]]], table: torch.Tensor,
-                   device: torch.device, *, splits: int = 1) -> AttentionMetadata:
+                   device: torch.device, *, splits: int = 1, prefill_kernel: str = "sdpa") -> AttentionMetadata:
     """chunks: ``(start, length, table_row, slots)`` per sequence, in row order; the table row
     already holds the context slots of positions ``0 .. start + length - 1`` (``slots`` too)."""
     slot_mapping: list[int] = []
@@ -102,7 +119,7 @@ def build_metadata(chunks: list[tuple[int, int, int, list[int]]], table: torch.T
             seq_rows.append(table_row)
             lengths.append(start + 1)
         else:
-            prefills.append(PrefillSeq(row, length, start, table[table_row, : start + length].long()))
+            prefills.append(PrefillSeq(row, length, start, table[table_row, : start + length].long(), table_row))
         row += length
     decode = None
     if decode_rows:
@@ -112,4 +129,5 @@ def build_metadata(chunks: list[tuple[int, int, int, list[int]]], table: torch.T
             lengths=torch.tensor(lengths, dtype=torch.int32, device=device),
             max_length=max(lengths), splits=splits, whole_step=not prefills,
         )
-    return AttentionMetadata(torch.tensor(slot_mapping, dtype=torch.long, device=device), decode, prefills, table)
+    return AttentionMetadata(torch.tensor(slot_mapping, dtype=torch.long, device=device), decode, prefills, table,
+                             prefill_kernel)
