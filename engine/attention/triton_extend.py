@@ -40,7 +40,7 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 BLOCK_M = 64
 """New tokens per program."""
 BLOCK_N = 64
-"""Context tokens per inner step."""
+"""Context tokens per inner step under the interpreter (tuned on the GPU: ``_CONFIGS``)."""
 
 
 @triton.jit
@@ -115,6 +115,14 @@ def _extend_kernel(
              mask=m_ok[:, None])
 
 
+_CONFIGS = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=st)
+            for n, w, st in ((32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 8, 2), (128, 4, 2), (128, 8, 2), (128, 8, 3))]
+_launch = _extend_kernel if _INTERPRETED else triton.autotune(_CONFIGS, key=["HEAD_DIM", "GROUP", "IEEE",
+                                                                            "HAS_WINDOW"])(_extend_kernel)
+"""On the GPU, the key block size, warps and pipeline stages are tuned on first use per head shape (a
+few hundred milliseconds, once per process); the interpreter runs ``BLOCK_N`` as it is."""
+
+
 def extend_plan(chunks: Sequence[tuple[int, int, int, int]], device: torch.device | str) -> torch.Tensor:
     """The launch's int32 plan for ``chunks`` = ``(q0, length, s0, table_row)`` per prefill chunk: per
     program its chunk and query block, then per chunk its table row, q0, length and s0. One tensor,
@@ -165,10 +173,11 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if plan is None:
         plan = extend_plan(chunks, q.device)
     blocks = sum(-(-c[1] // BLOCK_M) for c in chunks)
-    _extend_kernel[(blocks, heads)](
+    fixed = {"BLOCK_N": BLOCK_N} if _launch is _extend_kernel else {}
+    _launch[(blocks, heads)](
         q, k_cache, v_cache, out, table, plan, blocks, len(chunks),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), k_cache.stride(0), k_cache.stride(1),
         table.stride(0), scale, int(window or 0),
-        GROUP=heads // kv_heads, HEAD_DIM=dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-        IEEE=q.dtype == torch.float32 or _INTERPRETED, HAS_WINDOW=bool(window))
+        GROUP=heads // kv_heads, HEAD_DIM=dim, BLOCK_M=BLOCK_M,
+        IEEE=q.dtype == torch.float32 or _INTERPRETED, HAS_WINDOW=bool(window), **fixed)
     return out
