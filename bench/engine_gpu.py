@@ -39,6 +39,8 @@ from engine.constrained.spec import ConstraintSpec
 from engine.demo import ASSETS, GENERATION_CONFIG, TOKENIZER_FILES
 
 log = logging.getLogger("bench.engine_gpu")
+GEMV_MAX_ROWS = 16
+"""``engine.kernels.gemv.MAX_ROWS``: decode batches up to this size are measured with ``fused_gemv`` too."""
 SECTIONS = ("copy", "decode", "hf", "prefill", "agent", "constrained")
 LLAMA3_8B: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
@@ -352,9 +354,15 @@ def decode(engine: Engine, plan: Plan, batches: list[int], label: str) -> dict[i
     return out
 
 
+def triton_runs(plan: Plan) -> bool:
+    """Triton kernels the engine uses only when asked (the extend kernel, fused_gemv) run: on CUDA, or
+    interpreted (a smoke run under TRITON_INTERPRET=1)."""
+    return not plan.smoke or os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def prefill_kernels(plan: Plan) -> tuple[str, ...]:
     """The prefill attention paths to measure: torch SDPA, and the Triton extend kernel where it can run."""
-    return ("sdpa",) if plan.smoke and os.environ.get("TRITON_INTERPRET") != "1" else ("sdpa", "triton")
+    return ("sdpa", "triton") if triton_runs(plan) else ("sdpa",)
 
 
 def prefill(engine: Engine, plan: Plan, label: str) -> list[dict[str, Any]]:
@@ -461,6 +469,12 @@ def bench_model(name: str, root: Path, plan: Plan, sections: set[str], copy_gb_s
             res["constrained"] = constrained(engine, plan)
         del engine
         free_memory()
+    small = [b for b in plan.batches if b <= GEMV_MAX_ROWS]
+    if "decode" in sections and small and triton_runs(plan):
+        engine = make_engine(path, plan, cuda_graphs=True, fused_gemv=True)
+        res["decode_fused_gemv"] = decode(engine, plan, small, f"{name} fused_gemv")
+        del engine
+        free_memory()
     if sections & {"decode", "prefill"}:
         engine = make_engine(path, plan, cuda_graphs=False, chunk_size=plan.prefill_chunk)
         if "decode" in sections:
@@ -516,6 +530,17 @@ def decode_tables(models: dict[str, Any], plan: Plan) -> None:
         rows.append([name, f"{r['weights']['all'] / 1e9:.2f}", f"{roof['copy_gb_s']:,.0f}", f"{roof['tok_s']:,.1f}",
                      f"{tps:,.1f}", f"{100 * share:.1f}%" + goal("≥ 90%", share >= 0.9, plan),
                      f"{100 * tps / roof['tok_s_no_embedding']:.1f}%"])
+    rows = []
+    for name, r in models.items():
+        for b, d in r.get("decode_fused_gemv", {}).items():
+            base = r["decode"][b]["decode_tok_s"]
+            roof = r.get("roofline", {}).get("tok_s")
+            rows.append([name, str(b), f"{base:,.1f}", f"{d['decode_tok_s']:,.1f}", f"{d['decode_tok_s'] / base:.3f}x",
+                         f"{100 * d['decode_tok_s'] / roof:.1f}%" if roof else "", f"{d['step_ms']:.2f}"])
+    if rows:
+        table("Decode with fused_gemv (projections as Triton kernels with the norms and SiLU·mul fused in; CUDA "
+              "graphs on both sides) against the default (cuBLAS and separate kernels)",
+              ["model", "batch", "default tok/s", "fused_gemv tok/s", "ratio", "% of roofline", "step ms"], rows)
     table("Memory roofline at batch 1 (weight bytes / copy bandwidth per token)",
           ["model", "weights GB", "copy GB/s", "roofline tok/s", "batch-1 tok/s", "% of roofline",
            "% excluding the input embedding"], rows)

@@ -70,6 +70,12 @@ class EngineConfig:
     table without gathering. ``bench/engine_gpu.py``'s prefill section measures both; the default
     stays ``sdpa`` until a GPU run shows the kernel faster. On CPU, ``triton`` runs only under
     ``TRITON_INTERPRET=1`` (Triton's interpreter: tests), and is refused otherwise."""
+    fused_gemv: bool = False
+    """Steps of at most 16 tokens (decode at small batch) run each projection as a Triton kernel
+    (``engine.kernels.gemv``) with the RMSNorms, residual adds and SiLU·mul fused into the projections
+    that read them: four launches per layer besides attention instead of eight. Off until the GPU
+    benchmark (``bench/engine_gpu.py``, decode section) shows it faster than cuBLAS and the separate
+    kernels. On CPU only under ``TRITON_INTERPRET=1`` (tests)."""
     mask_threads: int = 1
     """Worker threads filling grammar masks while the forward pass runs; 0 fills them after the
     forward, on the engine thread (no overlap). Default 1: on an H100 host (16 cores), 64 JSON-schema
@@ -97,9 +103,12 @@ class EngineConfig:
         if self.prefill_attention == "triton" and not on_gpu and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("prefill_attention='triton' needs a CUDA device (on CPU, Triton kernels run only "
                              "interpreted, with TRITON_INTERPRET=1)")
+        if self.fused_gemv is True and not on_gpu and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("fused_gemv=True needs a CUDA device (on CPU, Triton kernels run only interpreted, "
+                             "with TRITON_INTERPRET=1)")
         if self.overlap is not None and not isinstance(self.overlap, bool):
             raise ValueError(f"overlap must be True, False or None, got {self.overlap!r}")
-        for name in ("cuda_graphs", "record_gpu_timeline"):
+        for name in ("cuda_graphs", "record_gpu_timeline", "fused_gemv"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.fast_forward, bool):

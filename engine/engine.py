@@ -95,6 +95,7 @@ class Engine:
         self.device = _device(cfg.device)
         path = resolve_model_path(cfg.model)
         self.model = load_model(path, device=self.device, dtype=cfg.dtype, load_format=cfg.load_format)
+        self.model.fused_gemv = cfg.fused_gemv
         mcfg = self.model.config
         tok_path = resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path
         self.tokenizer = Tokenizer(tok_path) if Tokenizer.find(tok_path) else None

@@ -36,3 +36,17 @@ def test_smoke_run_fills_every_section(tmp_path: Path) -> None:
     constrained = models["qwen2.5-7b"]["constrained"]
     assert constrained["constrained"]["stopped"] == constrained["constrained"]["requests"]  # the grammar ended each
     assert "Prefill" in proc.stdout and "Constrained decoding" in proc.stdout
+
+
+def test_fused_gemv_batches_follow_the_kernel_limit() -> None:
+    """The benchmark measures ``fused_gemv`` at the decode batches the kernel takes."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    from bench.engine_gpu import GEMV_MAX_ROWS
+    from engine.kernels.gemv import MAX_ROWS
+
+    assert GEMV_MAX_ROWS == MAX_ROWS

@@ -37,6 +37,8 @@ class ForwardContext:
     cos: torch.Tensor | None
     """[T, 1, head_dim] (CPU path; the CUDA kernel computes its own)."""
     sin: torch.Tensor | None
+    gemv: bool = False
+    """Projections through ``engine.kernels.gemv`` with the norms and SiLU·mul fused in (small steps)."""
 
 
 class RMSNorm(nn.Module):
@@ -81,8 +83,12 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        tokens = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        return self.o_proj(self.attend(self.qkv_proj(x), ctx))
+
+    def attend(self, qkv: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        """The fused q/k/v projection's output [T, q + 2 kv] → attention output [T, q] (before o_proj)."""
+        tokens = qkv.shape[0]
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(tokens, self.num_heads, self.head_dim)
         k = k.view(tokens, self.num_kv_heads, self.head_dim)
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
@@ -97,7 +103,7 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
             write_kv(k_cache, v_cache, k, v, ctx.meta.slot_mapping)
         o = paged_attention(q, k_cache, v_cache, ctx.meta, scale=self.scale, window=self.window)
-        return self.o_proj(o.reshape(tokens, self.q_size))
+        return o.reshape(tokens, self.q_size)
 
 
 class MLP(nn.Module):
@@ -128,6 +134,8 @@ class DecoderLayer(nn.Module):
                 ctx: ForwardContext) -> tuple[torch.Tensor, torch.Tensor]:
         """x: the previous layer's MLP output (the embeddings for the first layer), not yet added
         to ``residual``. Returns this layer's MLP output and the residual stream before it."""
+        if ctx.gemv:
+            return self._forward_gemv(x, residual, ctx)
         if residual is None:
             residual, h = x, self.input_layernorm(x)
         else:
@@ -135,6 +143,29 @@ class DecoderLayer(nn.Module):
         h = self.self_attn(h, ctx)
         h, residual = self.post_attention_layernorm.add_forward(h, residual)
         return self.mlp(h), residual
+
+    def _forward_gemv(self, x: torch.Tensor, residual: torch.Tensor | None,
+                      ctx: ForwardContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same layer in four kernels besides attention: each norm (with its residual add) runs in
+        the prologue of the projection that reads it, SiLU·mul in the down projection's."""
+        from engine.kernels.gemv import gemv
+
+        attn, mlp, pre, post = self.self_attn, self.mlp, self.input_layernorm, self.post_attention_layernorm
+        if residual is None:
+            qkv, _ = gemv(x, attn.qkv_proj.weight, attn.qkv_proj.bias, prologue="rms_norm", norm_weight=pre.weight,
+                          eps=pre.eps)
+            residual = x
+        else:
+            qkv, added = gemv(x, attn.qkv_proj.weight, attn.qkv_proj.bias, prologue="add_rms_norm",
+                              residual=residual, norm_weight=pre.weight, eps=pre.eps)
+            assert added is not None
+            residual = added
+        h, _ = gemv(attn.attend(qkv, ctx), attn.o_proj.weight, attn.o_proj.bias)
+        gate_up, added = gemv(h, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, prologue="add_rms_norm",
+                              residual=residual, norm_weight=post.weight, eps=post.eps)
+        assert added is not None
+        out, _ = gemv(gate_up, mlp.down_proj.weight, mlp.down_proj.bias, prologue="silu_mul")
+        return out, added
 
 
 class Backbone(nn.Module):
@@ -161,6 +192,9 @@ class LlamaForCausalLM(nn.Module):
         self.model = Backbone(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.rotary = Rotary(cfg.rope, cfg.head_dim)
+        self.fused_gemv = False
+        """Steps of at most ``engine.kernels.gemv.MAX_ROWS`` tokens run ``DecoderLayer._forward_gemv``
+        (``EngineConfig.fused_gemv``)."""
 
     def tie_weights(self) -> None:
         self.lm_head.weight = self.model.embed_tokens.weight
@@ -171,7 +205,12 @@ class LlamaForCausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)
         inv_freq = self.rotary.inv_freq(positions.device)
         cos, sin = (None, None) if x.is_cuda else self.rotary.cos_sin(positions, x.dtype)
-        ctx = ForwardContext(meta, kv, positions, inv_freq, cos, sin)
+        small = False
+        if self.fused_gemv:
+            from engine.kernels.gemv import MAX_ROWS
+
+            small = input_ids.shape[0] <= MAX_ROWS
+        ctx = ForwardContext(meta, kv, positions, inv_freq, cos, sin, small)
         residual = None
         for layer in self.model.layers:
             x, residual = layer(x, residual, ctx)
