@@ -39,8 +39,6 @@ from engine.constrained.spec import ConstraintSpec
 from engine.demo import ASSETS, GENERATION_CONFIG, TOKENIZER_FILES
 
 log = logging.getLogger("bench.engine_gpu")
-GEMV_MAX_ROWS = 16
-"""``engine.kernels.gemv.MAX_ROWS``: decode batches up to this size are measured with ``fused_gemv`` too."""
 SECTIONS = ("copy", "decode", "hf", "prefill", "agent", "constrained")
 LLAMA3_8B: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
@@ -360,6 +358,13 @@ def triton_runs(plan: Plan) -> bool:
     return not plan.smoke or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def fused_gemv_batches(plan: Plan) -> list[int]:
+    """The decode batches ``fused_gemv`` applies to (at most ``engine.kernels.gemv.MAX_ROWS`` tokens a step)."""
+    from engine.kernels.gemv import MAX_ROWS
+
+    return [b for b in plan.batches if b <= MAX_ROWS]
+
+
 def prefill_kernels(plan: Plan) -> tuple[str, ...]:
     """The prefill attention paths to measure: torch SDPA, and the Triton extend kernel where it can run."""
     return ("sdpa", "triton") if triton_runs(plan) else ("sdpa",)
@@ -469,8 +474,8 @@ def bench_model(name: str, root: Path, plan: Plan, sections: set[str], copy_gb_s
             res["constrained"] = constrained(engine, plan)
         del engine
         free_memory()
-    small = [b for b in plan.batches if b <= GEMV_MAX_ROWS]
-    if "decode" in sections and small and triton_runs(plan):
+    small = fused_gemv_batches(plan) if "decode" in sections and triton_runs(plan) else []
+    if small:
         engine = make_engine(path, plan, cuda_graphs=True, fused_gemv=True)
         res["decode_fused_gemv"] = decode(engine, plan, small, f"{name} fused_gemv")
         del engine

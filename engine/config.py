@@ -100,17 +100,17 @@ class EngineConfig:
             raise ValueError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
         if self.prefill_attention not in ("sdpa", "triton"):
             raise ValueError(f"prefill_attention must be 'sdpa' or 'triton', got {self.prefill_attention!r}")
-        if self.prefill_attention == "triton" and not on_gpu and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("prefill_attention='triton' needs a CUDA device (on CPU, Triton kernels run only "
-                             "interpreted, with TRITON_INTERPRET=1)")
-        if self.fused_gemv is True and not on_gpu and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("fused_gemv=True needs a CUDA device (on CPU, Triton kernels run only interpreted, "
-                             "with TRITON_INTERPRET=1)")
         if self.overlap is not None and not isinstance(self.overlap, bool):
             raise ValueError(f"overlap must be True, False or None, got {self.overlap!r}")
         for name in ("cuda_graphs", "record_gpu_timeline", "fused_gemv"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        for option, asked in (("prefill_attention='triton'", self.prefill_attention == "triton"),
+                              ("fused_gemv=True", self.fused_gemv)):
+            if asked and not on_gpu and not interpreted:
+                raise ValueError(f"{option} needs a CUDA device (on CPU, Triton kernels run only interpreted, "
+                                 "with TRITON_INTERPRET=1)")
         if not isinstance(self.fast_forward, bool):
             raise ValueError(f"fast_forward must be True or False, got {self.fast_forward!r}")
         if not isinstance(self.seed, int):

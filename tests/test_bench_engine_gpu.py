@@ -46,7 +46,9 @@ def test_fused_gemv_batches_follow_the_kernel_limit() -> None:
 
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
-    from bench.engine_gpu import GEMV_MAX_ROWS
+    from bench.engine_gpu import Plan, fused_gemv_batches
     from engine.kernels.gemv import MAX_ROWS
 
-    assert GEMV_MAX_ROWS == MAX_ROWS
+    batches = fused_gemv_batches(Plan())
+    assert batches and max(batches) <= MAX_ROWS
+    assert batches == [b for b in Plan().batches if b <= MAX_ROWS]

@@ -89,13 +89,14 @@ def _check_case(name: str, spec: dict[str, Any]) -> str:
 
     from engine.attention.metadata import AttentionMetadata, PrefillSeq
     from engine.attention.torch_ref import prefill_attention
-    from engine.attention.triton_extend import extend_attention
+    from engine.attention.triton_extend import extend_attention, extend_plan
 
     x = _inputs(spec, seed=sum(map(ord, name)))
     window = spec.get("window")
     expected = _math(x, window)
     got = torch.full_like(x["q"], float("nan"))
-    extend_attention(x["q"], x["k"], x["v"], x["table"], x["chunks"], scale=x["scale"], window=window, out=got)
+    plan = extend_plan(x["chunks"], x["table"], x["q"].shape[0])
+    extend_attention(x["q"], x["k"], x["v"], x["table"], plan, scale=x["scale"], window=window, out=got)
     prefills = [PrefillSeq(q0, new, prefix, x["table"][row, : prefix + new].long())
                 for q0, new, prefix, row in x["chunks"]]
     meta = AttentionMetadata(torch.zeros(0, dtype=torch.long), None, prefills, x["table"])
@@ -172,7 +173,7 @@ def test_extend_kernel_on_cuda() -> None:
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from engine.attention.triton_extend import extend_attention
+    from engine.attention.triton_extend import extend_attention, extend_plan
 
     specs: list[dict[str, Any]] = [
         {"heads": 32, "kv": 8, "dim": 128, "chunks": [(0, 700), (1500, 129), (4000, 1)]},
@@ -183,7 +184,8 @@ def test_extend_kernel_on_cuda() -> None:
         expected = _math(x, spec.get("window"))
         cuda = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in x.items()}
         got = torch.full_like(cuda["q"], float("nan"))
-        extend_attention(cuda["q"], cuda["k"], cuda["v"], cuda["table"], x["chunks"], scale=x["scale"],
+        plan = extend_plan(x["chunks"], cuda["table"], cuda["q"].shape[0])
+        extend_attention(cuda["q"], cuda["k"], cuda["v"], cuda["table"], plan, scale=x["scale"],
                          window=spec.get("window"), out=got)
         rows = sorted(expected)
         want = torch.stack([expected[r] for r in rows])

@@ -44,8 +44,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     if extend:
         from engine.attention.triton_extend import extend_attention
 
-        extend_attention(q, k_cache, v_cache, meta.table, meta.extend_chunks(), scale=scale, window=window,
-                         out=out, plan=meta.extend_plan())
+        extend_attention(q, k_cache, v_cache, meta.table, meta.extend_plan(), scale=scale, window=window, out=out)
     else:
         prefill_attention(q, k_cache, v_cache, meta, out, scale=scale, window=window)
     return out

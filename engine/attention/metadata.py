@@ -9,8 +9,12 @@ tokens included.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from engine.attention.triton_extend import ExtendPlan
 
 
 @dataclass
@@ -53,19 +57,17 @@ class AttentionMetadata:
     prefill_kernel: str = "sdpa"
     """``sdpa`` (gather + torch SDPA per chunk) or ``triton`` (``triton_extend``, one launch for all)."""
     _masks: dict[tuple[object, ...], torch.Tensor] = field(default_factory=dict)
+    _extend: ExtendPlan | None = None
 
-    def extend_chunks(self) -> list[tuple[int, int, int, int]]:
-        """``(q0, length, s0, table_row)`` per prefill chunk, as ``triton_extend`` takes them."""
-        return [(p.row_start, p.length, p.start, p.table_row) for p in self.prefills]
-
-    def extend_plan(self) -> torch.Tensor:
-        """The extend kernel's launch plan, built once per step (on first use) for every layer."""
-        key = ("extend",)
-        if key not in self._masks:
+    def extend_plan(self) -> ExtendPlan:
+        """The extend kernel's launch plan for the prefill chunks, built once per step (on first use)
+        for every layer."""
+        if self._extend is None:
             from engine.attention.triton_extend import extend_plan
 
-            self._masks[key] = extend_plan(self.extend_chunks(), self.table.device)
-        return self._masks[key]
+            chunks = [(p.row_start, p.length, p.start, p.table_row) for p in self.prefills]
+            self._extend = extend_plan(chunks, self.table, len(self.slot_mapping))
+        return self._extend
 
     def decode_slots(self) -> torch.Tensor:
         """long [B, max_length]: context slots per decode sequence, padded with the table's pad."""

@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from engine.attention.triton_softmax import attend_block
+
 __all__ = ["decode_attention", "default_splits"]
 
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -82,22 +84,8 @@ def _decode_split_kernel(
         slots = tl.load(table_ptr + row * table_stride + n, mask=n_ok, other=0).to(tl.int64)
         offs = kv_base + slots[:, None] * kv_stride_s + d[None, :]
         k = tl.load(k_ptr + offs, mask=n_ok[:, None], other=0.0)  # [BLOCK_N, D]
-        if IEEE:  # float32 caches (or the interpreter, whose bfloat16 dot is wrong): exact float32 dots
-            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = tl.where(n_ok[None, :], s * scale, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m - m_new)
         v = tl.load(v_ptr + offs, mask=n_ok[:, None], other=0.0)
-        if IEEE:
-            pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        l_sum = l_sum * alpha + tl.sum(p, 1)
-        m = m_new
+        m, l_sum, acc = attend_block(q, k, v, n_ok[None, :], scale, m, l_sum, acc, IEEE=IEEE)
         start += BLOCK_N
 
     nonempty = l_sum > 0

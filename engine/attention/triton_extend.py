@@ -16,7 +16,7 @@ Program ``(block, h)`` takes ``BLOCK_M`` consecutive new tokens of one chunk (``
 host-built list of (chunk, query block) pairs, so chunks of any lengths share one grid) and one
 query head, and runs an online softmax over the keys its rows can see, ``BLOCK_N`` at a time: from
 the window start of its first row to its last row's position. The mask (causal, window) is applied
-on every key block; a row whose keys in a block are all masked keeps its running maximum.
+on every key block (``triton_softmax.attend_block``, shared with the decode kernel).
 
 The torch path (``torch_ref.prefill_attention``: gather the context, then SDPA per chunk) stays the
 default until the GPU benchmark shows which is faster (``EngineConfig.prefill_attention``). Under
@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["BLOCK_M", "extend_attention", "extend_plan"]
+from engine.attention.triton_softmax import attend_block
+
+__all__ = ["BLOCK_M", "ExtendPlan", "extend_attention", "extend_plan"]
 
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 """Triton's CPU interpreter computes ``tl.dot`` of bfloat16 operands as integers: upcast there."""
@@ -87,26 +90,11 @@ def _extend_kernel(
         slots = tl.load(table_ptr + row * table_stride + n, mask=n_ok, other=0).to(tl.int64)
         offs = kv_base + slots[:, None] * kv_stride_s + d[None, :]
         k = tl.load(k_ptr + offs, mask=n_ok[:, None], other=0.0)  # [BLOCK_N, D]
-        if IEEE:  # float32 caches (or the interpreter, whose bfloat16 dot is wrong): exact float32 dots
-            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
+        v = tl.load(v_ptr + offs, mask=n_ok[:, None], other=0.0)
         keep = n_ok[None, :] & (n[None, :] <= pos[:, None])
         if HAS_WINDOW:
             keep = keep & (n[None, :] > pos[:, None] - window)
-        s = tl.where(keep, s * scale, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: p = 0, not NaN
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m - m_safe)
-        v = tl.load(v_ptr + offs, mask=n_ok[:, None], other=0.0)
-        if IEEE:
-            pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        l_sum = l_sum * alpha + tl.sum(p, 1)
-        m = m_new
+        m, l_sum, acc = attend_block(q, k, v, keep, scale, m, l_sum, acc, IEEE=IEEE)
         start += BLOCK_N
 
     seen = l_sum > 0
@@ -123,37 +111,48 @@ _launch = _extend_kernel if _INTERPRETED else triton.autotune(_CONFIGS, key=["HE
 few hundred milliseconds, once per process); the interpreter runs ``BLOCK_N`` as it is."""
 
 
-def extend_plan(chunks: Sequence[tuple[int, int, int, int]], device: torch.device | str) -> torch.Tensor:
-    """The launch's int32 plan for ``chunks`` = ``(q0, length, s0, table_row)`` per prefill chunk: per
-    program its chunk and query block, then per chunk its table row, q0, length and s0. One tensor,
-    so one host-to-device copy per step (every layer reuses it)."""
+@dataclass(frozen=True)
+class ExtendPlan:
+    """One step's launch plan, shared by every layer: ``data`` (int32 on the device) holds, per program,
+    its chunk and query block, then per chunk its table row, q0, length and s0."""
+
+    data: torch.Tensor
+    blocks: int
+    chunks: int
+
+
+def extend_plan(chunks: Sequence[tuple[int, int, int, int]], table: torch.Tensor, rows: int) -> ExtendPlan:
+    """Check ``chunks`` = ``(q0, length, s0, table_row)`` per prefill chunk against ``rows`` query rows and
+    the slot ``table``, and build their plan: one tensor, so one host-to-device copy per step."""
     block_chunk: list[int] = []
     block_index: list[int] = []
-    for i, (_, length, _, _) in enumerate(chunks):
+    for i, (q0, length, s0, table_row) in enumerate(chunks):
+        if length < 1 or s0 < 0 or q0 < 0 or q0 + length > rows or not 0 <= table_row < table.shape[0] \
+                or s0 + length > table.shape[1]:
+            raise ValueError(f"chunk (q0={q0}, length={length}, s0={s0}, row={table_row}) does not fit "
+                             f"q [{rows}] and table {tuple(table.shape)}")
         count = -(-length // BLOCK_M)
         block_chunk.extend([i] * count)
         block_index.extend(range(count))
-    table_rows = [c[3] for c in chunks]
-    flat = block_chunk + block_index + table_rows + [c[0] for c in chunks] + [c[1] for c in chunks] \
-        + [c[2] for c in chunks]
-    return torch.tensor(flat, dtype=torch.int32).to(device, non_blocking=True)
+    per_chunk = [[c[field] for c in chunks] for field in (3, 0, 1, 2)]  # table row, q0, length, s0
+    flat = block_chunk + block_index + [value for column in per_chunk for value in column]
+    return ExtendPlan(torch.tensor(flat, dtype=torch.int32).to(table.device, non_blocking=True), len(block_chunk),
+                      len(chunks))
 
 
 def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor,
-                     chunks: Sequence[tuple[int, int, int, int]], *, scale: float, window: int | None,
-                     out: torch.Tensor, plan: torch.Tensor | None = None) -> torch.Tensor:
+                     plan: ExtendPlan, *, scale: float, window: int | None, out: torch.Tensor) -> torch.Tensor:
     """Write the prefill chunks' rows of ``out`` [T, H, D] from ``q`` [T, H, D] (head dim contiguous).
 
-    chunks: ``(q0, length, s0, table_row)`` per chunk — its rows ``q0 .. q0 + length - 1``, the position
-    ``s0`` of its first new token, and its slot-table row, which holds the slots of positions
-    ``0 .. s0 + length - 1``. k_cache, v_cache: [slots, KVH, D]; table: int32 [R, W]. ``plan``: from
-    :func:`extend_plan` for the same chunks (built here when not given). Other rows of ``out`` are left
-    as they are.
+    ``plan``: from :func:`extend_plan` — per chunk, its rows ``q0 .. q0 + length - 1``, the position ``s0``
+    of its first new token, and its slot-table row, which holds the slots of positions
+    ``0 .. s0 + length - 1``. k_cache, v_cache: [slots, KVH, D]; table: int32 [R, W]. Other rows of
+    ``out`` are left as they are.
     """
     if q.dim() != 3 or k_cache.dim() != 3 or v_cache.shape != k_cache.shape or out.shape != q.shape:
         raise ValueError(f"need q, out [T, H, D] and caches [S, KVH, D], got {tuple(q.shape)}, {tuple(out.shape)}, "
                          f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
-    tokens, heads, dim = q.shape
+    heads, dim = q.shape[1:]
     kv_heads = k_cache.shape[1]
     if k_cache.shape[2] != dim or heads % kv_heads:
         raise ValueError(f"{heads} query heads of dim {dim} do not group over KV heads {tuple(k_cache.shape[1:])}")
@@ -163,19 +162,11 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         raise ValueError("q's, out's and the caches' head dim must be contiguous, and both caches laid out alike")
     if table.dtype != torch.int32 or table.stride(1) != 1:
         raise ValueError(f"table must be a row-major int32 tensor, got {table.dtype}")
-    for q0, length, s0, table_row in chunks:
-        if length < 1 or s0 < 0 or q0 < 0 or q0 + length > tokens or not 0 <= table_row < table.shape[0] \
-                or s0 + length > table.shape[1]:
-            raise ValueError(f"chunk (q0={q0}, length={length}, s0={s0}, row={table_row}) does not fit "
-                             f"q [{tokens}] and table {tuple(table.shape)}")
-    if not chunks:
+    if not plan.blocks:
         return out
-    if plan is None:
-        plan = extend_plan(chunks, q.device)
-    blocks = sum(-(-c[1] // BLOCK_M) for c in chunks)
     fixed = {"BLOCK_N": BLOCK_N} if _launch is _extend_kernel else {}
-    _launch[(blocks, heads)](
-        q, k_cache, v_cache, out, table, plan, blocks, len(chunks),
+    _launch[(plan.blocks, heads)](
+        q, k_cache, v_cache, out, table, plan.data, plan.blocks, plan.chunks,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), k_cache.stride(0), k_cache.stride(1),
         table.stride(0), scale, int(window or 0),
         GROUP=heads // kv_heads, HEAD_DIM=dim, BLOCK_M=BLOCK_M,
