@@ -1,6 +1,6 @@
-"""The run store: one behavioural suite run against MemoryStore and SQLiteStore under asyncio and trio,
-plus what only the SQLite store promises — reopening, a free event loop while it commits, and a file
-that survives SIGKILL at any moment."""
+"""The run store: one behavioural suite run against MemoryStore and SQLiteStore (with each of its two
+writers) under asyncio and trio, plus what only the SQLite store promises — reopening, a free event
+loop while it commits, and a file that survives SIGKILL at any moment."""
 
 from __future__ import annotations
 
@@ -46,11 +46,21 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-thread"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunStore]:
-    s: RunStore = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "runs.db")
+    s: RunStore
+    if request.param == "memory":
+        s = MemoryStore()
+    else:  # SQLite with its default writer (a child process), and with the writer thread
+        s = SQLiteStore(tmp_path / "runs.db", writer="thread" if request.param == "sqlite-thread" else None)
     yield s
     await s.aclose()
+
+
+@pytest.fixture(params=["process", "thread"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """The SQLite store's writer, for the tests of what only that store promises."""
+    return str(request.param)
 
 
 def record(run_id: str, *, workflow: str = "wf", status: str = "pending", created_at: float | None = None,
@@ -318,20 +328,20 @@ async def test_closed_store_refuses(store: RunStore) -> None:
 
 # ---- SQLite only --------------------------------------------------------------------------------------------
 
-async def test_reopen_sees_everything(tmp_path: Path) -> None:
+async def test_reopen_sees_everything(tmp_path: Path, writer: str) -> None:
     path = tmp_path / "runs.db"
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, writer=writer)
     await store.create_run(record("r1", input={"q": 1}))
     await store.create_run(record("r2", status="running"))
     store.append_nowait("r1", [event("r1", 1)], [NodeRecord("r1", "a", "completed", output="A", writes=[("s", 1)])])
     store.append_nowait("r1", [event("r1", 2)], run={"status": "completed", "output": "done"})
     await store.aclose()  # drains what append_nowait queued
 
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, writer=writer)
     store.append_nowait("r2", [event("r2", 1)])
     store.close_sync()
 
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, writer=writer)
     try:
         r1 = await store.get_run("r1")
         assert r1 is not None and (r1.status, r1.output, r1.input) == ("completed", "done", {"q": 1})
@@ -346,14 +356,14 @@ async def test_reopen_sees_everything(tmp_path: Path) -> None:
     conn.close()
 
 
-async def test_retention_days_purges_at_open(tmp_path: Path) -> None:
+async def test_retention_days_purges_at_open(tmp_path: Path, writer: str) -> None:
     path = tmp_path / "runs.db"
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, writer=writer)
     for run_id, status in (("old", "completed"), ("live", "running")):
         await store.create_run(record(run_id))
         await store.append(run_id, [event(run_id, 1)], run={"status": status, "updated_at": time.time() - 30 * DAY})
     await store.aclose()
-    store = SQLiteStore(path, retention_days=7)
+    store = SQLiteStore(path, retention_days=7, writer=writer)
     try:
         await store.update_run("live", status="running")  # the writer purges before its first batch
         assert await store.events("old") == []
@@ -439,8 +449,8 @@ def test_open_store(tmp_path: Path) -> None:
     sqlite_store.close_sync()
 
 
-async def test_loop_runs_while_the_writer_commits(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "runs.db")
+async def test_loop_runs_while_the_writer_commits(tmp_path: Path, writer: str) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", writer=writer)
     await store.create_run(record("r1"))
     events = [event("r1", seq, "x" * 64) for seq in range(1, 5001)]
     ticks = 0
@@ -456,7 +466,7 @@ async def test_loop_runs_while_the_writer_commits(tmp_path: Path) -> None:
         tg.start_soon(ticker)
         await anyio.sleep(0)
         before = ticks
-        await store.append("r1", events)  # the commit runs on the writer thread
+        await store.append("r1", events)  # the commit runs in the writer
         during = ticks - before
         stop.set()
     try:
@@ -484,8 +494,8 @@ async def writer(store, run_id):
         await store.append(run_id, events, [node], run={"status": "running"})
         print(run_id, seq, flush=True)
 
-async def main(path):
-    store = SQLiteStore(path)
+async def main(path, kind):
+    store = SQLiteStore(path, writer=kind)
     runs = ["a", "b", "c"]
     for run_id in runs:
         if await store.get_run(run_id) is None:
@@ -496,7 +506,7 @@ async def main(path):
         for run_id in runs:
             tg.start_soon(writer, store, run_id)
 
-anyio.run(main, sys.argv[1])
+anyio.run(main, sys.argv[1], sys.argv[2])
 """
 
 
@@ -515,14 +525,15 @@ def _check_after_kill(path: Path, acknowledged: dict[str, int]) -> None:
         conn.close()
 
 
-def test_sigkill_leaves_a_consistent_database(tmp_path: Path) -> None:
+def test_sigkill_leaves_a_consistent_database(tmp_path: Path, writer: str) -> None:
     path = tmp_path / "crash.db"
     rng = random.Random(20240611)
     acknowledged: dict[str, int] = {}
     for attempt in range(5):
         stderr_path = tmp_path / f"child{attempt}.err"
         with stderr_path.open("w") as stderr:
-            child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+            child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), writer], cwd=ROOT,
+                                     stdout=subprocess.PIPE,
                                      stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert child.stdout is not None
         try:
@@ -547,10 +558,10 @@ def test_sigkill_leaves_a_consistent_database(tmp_path: Path) -> None:
     SQLiteStore(path).close_sync()  # and it still opens as a store
 
 
-async def test_unawaited_writes_reach_the_file_without_any_awaited_call(tmp_path: Path) -> None:
+async def test_unawaited_writes_reach_the_file_without_any_awaited_call(tmp_path: Path, writer: str) -> None:
     """``append_nowait`` lingers briefly for company, but is written on its own soon after: a second
     connection sees it while the writer is never woken by an awaited call."""
-    store = SQLiteStore(tmp_path / "runs.db")
+    store = SQLiteStore(tmp_path / "runs.db", writer=writer)
     try:
         await store.create_run(record("r1"))
         store.append_nowait("r1", [event("r1", 1), event("r1", 2)])

@@ -12,14 +12,15 @@ Three kinds of rows:
 
 Write path of ``SQLiteStore`` (the event loop never touches the database): ``append`` serialises
 its rows on the caller's thread — a snapshot, so the caller may mutate its objects right after —
-queues one op, and waits on an ``anyio.Event``. One writer thread owns the write connection and
-drains everything queued into ONE transaction (group commit: one WAL append, and under
-``synchronous=FULL`` one fsync, for however many runs wrote meanwhile). Each op runs inside its own
-SAVEPOINT, so a failing op (a duplicate seq) rolls back alone and the others in the batch commit.
-After COMMIT the writer wakes each waiter through its loop's thread-safe "call soon" (asyncio's
-``call_soon_threadsafe`` or trio's ``run_sync_soon``), which never blocks the writer. Reads flush,
-then run on a pooled read connection in a worker thread; WAL lets them proceed while the writer
-commits.
+queues one op (plain values: ``sqlite_ops``), and waits on an ``anyio.Event``. One writer owns the
+write connection and drains everything queued into ONE transaction (group commit: one WAL append,
+and under ``synchronous=FULL`` one fsync, for however many runs wrote meanwhile); if an op fails (a
+duplicate seq), the batch is replayed with each op in its own SAVEPOINT, so it rolls back alone and
+the others commit. The writer is a child process by default (``sqlite_process``: its answers come
+back on a pipe the event loop watches) or a thread (``sqlite_writer``: it wakes each waiter through
+its loop's thread-safe "call soon", asyncio's ``call_soon_threadsafe`` or trio's ``run_sync_soon``).
+Reads flush, then run on a pooled read connection in a worker thread; WAL lets them proceed while
+the writer commits.
 
 Ordering and errors: ops commit in FIFO order, so an awaited call returning means it and everything
 queued before it (``append_nowait`` included) is committed. An awaited op raises its own error; an

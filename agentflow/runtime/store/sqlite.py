@@ -1,5 +1,6 @@
 """``SQLiteStore``: the durable run store (WAL; schema and migrations, reads on a pooled connection;
-writes go to the writer thread of ``sqlite_writer``, which group-commits them; see ``base``)."""
+writes go to a writer that group-commits them: a child process, ``sqlite_process``, or a thread,
+``sqlite_writer``; see ``base``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from agentflow.runtime.errors import (
-    RunExistsError,
     StoreClosedError,
     StoreError,
     StoreVersionError,
@@ -26,6 +26,7 @@ from agentflow.runtime.errors import (
 from agentflow.runtime.events import EventBase, parse_event
 from agentflow.runtime.store.base import (
     _RUN_COLUMNS,
+    FINISHED,
     SCHEMA_VERSION,
     UNFINISHED,
     NodeRecord,
@@ -42,7 +43,9 @@ from agentflow.runtime.store.base import (
     _run_row,
     _Write,
 )
-from agentflow.runtime.store.sqlite_writer import Pending, SqlFn, Waiter, Writer, connect, sql_purge
+from agentflow.runtime.store.sqlite_ops import Op, connect
+from agentflow.runtime.store.sqlite_process import ProcessWriter
+from agentflow.runtime.store.sqlite_writer import Pending, Waiter, Writer
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,13 @@ COMMIT;
 }
 """Schema upgrades: version N's file is brought to N + 1 by script N (in order, at open)."""
 _SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+DEFAULT_SPIN_US = 100.0
+"""``SQLiteStore(writer_spin_us=...)``'s default."""
 _UNFINISHED_SQL = ", ".join(f"'{s}'" for s in UNFINISHED)
+def _append_op(write: _Write[Any]) -> Op:
+    return "append", (write.run_id, write.events, write.nodes, write.run)
+
+
 def _init_database(path: Path) -> None:
     """Create or check the schema, and switch the file to WAL (a persistent property of the file)."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -117,18 +126,6 @@ def _init_database(path: Path) -> None:
         raise StoreError(f"{path}: cannot open the run store: {exc}") from exc
     finally:
         conn.close()
-
-
-def _sql_create_run(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
-    try:
-        conn.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-    except sqlite3.IntegrityError as exc:
-        raise RunExistsError(f"run {row['run_id']!r} already exists") from exc
-
-
-def _sql_delete_run(conn: sqlite3.Connection, run_id: str) -> None:
-    for table in ("events", "nodes", "runs"):
-        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
 
 class _ReadPool:
@@ -165,10 +162,11 @@ class _ReadPool:
             conn.close()
 
 
-def _shutdown(writer: Writer, reads: _ReadPool) -> None:
+def _shutdown(writer: Writer | ProcessWriter, reads: _ReadPool) -> None:
     """Finalizer of an SQLiteStore nobody closed: commit what is queued (also at interpreter exit)."""
     writer.close()
     writer.join()
+    writer.release()
     reads.close()
 
 
@@ -181,30 +179,55 @@ class SQLiteStore(RunStore):
     is fsynced at checkpoints. ``"FULL"`` fsyncs the WAL at every commit (one per group-committed
     batch), so commits also survive power loss, at the cost of a disk flush per batch.
 
-    ``retention_days``: when set, the writer thread runs ``purge(events_older_than_days=retention_days)``
-    at open and then hourly.
+    ``retention_days``: when set, the writer runs ``purge(events_older_than_days=retention_days)`` at
+    open and then hourly.
+
+    ``writer``: who owns the write connection. ``"process"`` (the default on POSIX): a small child
+    process (``sqlite_process``), which commits while the event loop goes on running Python, since it
+    does not share the loop's GIL; about 20 ms to start. ``"thread"``: a thread of this process
+    (``sqlite_writer``), for platforms without it. Either way, the event loop never touches the file.
+    ``writer_spin_us``: how long the writer process polls for the next op after each commit before it
+    sleeps (0: never). On VMs where waking an idle CPU is slow (tens of µs), a short poll takes that off
+    every durable step of a sequential run, for at most that much CPU per commit.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, retention_days: float | None = None,
-                 synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
+                 synchronous: Literal["NORMAL", "FULL"] = "NORMAL", writer: Literal["process", "thread"] | None = None,
+                 writer_spin_us: float = DEFAULT_SPIN_US) -> None:
         super().__init__()
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        chosen, writer = writer, writer or ("process" if os.name == "posix" else "thread")
+        if writer not in ("process", "thread"):
+            raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
+        if not 0 <= writer_spin_us <= 10_000:
+            raise ValueError(f"writer_spin_us must be between 0 and 10000, not {writer_spin_us!r}")
         if retention_days is not None and retention_days < 0:
             raise ValueError("retention_days must be >= 0")
         self.path = Path(path)
         self.retention_days = retention_days
         _init_database(self.path)
-        self._writer = Writer(self.path, synchronous, retention_days, self._deferred)
+        self._writer: Writer | ProcessWriter
+        if writer == "process":
+            try:
+                self._writer = ProcessWriter(self.path, synchronous, retention_days, self._deferred,
+                                             spin_us=writer_spin_us)
+            except StoreError as exc:  # no child process here (an embedded interpreter, say)
+                if chosen == "process":  # asked for by name: no quiet fallback
+                    raise
+                log.warning("%s; using a writer thread instead", exc)
+                self._writer = Writer(self.path, synchronous, retention_days, self._deferred)
+        else:
+            self._writer = Writer(self.path, synchronous, retention_days, self._deferred)
         self._reads = _ReadPool(self.path)
         self._finalizer = weakref.finalize(self, _shutdown, self._writer, self._reads)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    async def _write(self, fn: SqlFn | None) -> Any:
+    async def _write(self, op: Op) -> Any:
         waiter = Waiter()
-        self._writer.submit(fn, waiter)
+        self._writer.submit_op(op, waiter)
         result = await waiter.wait()
         self._deferred.raise_if_any()
         return result
@@ -215,17 +238,14 @@ class SQLiteStore(RunStore):
 
     async def create_run(self, run: RunRecord) -> None:
         row = _run_row(run)
-        await self._write(lambda conn: _sql_create_run(conn, row))
+        await self._write(("create_run", (row,)))
 
     async def update_run(self, run_id: str, **fields: Any) -> None:
         await self.append(run_id, run=fields)
 
     async def append(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                      run: dict[str, Any] | None = None) -> None:
-        waiter = Waiter()
-        self._writer.submit(None, waiter, write=_prepare(run_id, events, nodes, run))
-        await waiter.wait()
-        self._deferred.raise_if_any()
+        await self._write(_append_op(_prepare(run_id, events, nodes, run)))
 
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                       run: dict[str, Any] | None = None) -> None:
@@ -235,16 +255,19 @@ class SQLiteStore(RunStore):
                 raise ValueError(f"append({run_id!r}) got a record of run {event.run_id!r}")
             row = (run_id, event.seq, getattr(event, "event", type(event).__name__), event.time, event.node,
                    event.model_dump_json())
-            write: _Write = _Write(run_id, [row], [], {})
+            op: Op = ("append", (run_id, [row], [], {}))
         else:
-            write = _prepare(run_id, events, nodes, run)
-        self._writer.submit(None, None, write=write)
+            op = _append_op(_prepare(run_id, events, nodes, run))
+        self._writer.submit_op(op, None)
 
     def append_soon(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                     run: dict[str, Any] | None = None) -> PendingWrite:
-        write = _prepare(run_id, events, nodes, run)
+        op = _append_op(_prepare(run_id, events, nodes, run))
         pending = Pending(self._deferred, self._writer)
-        self._writer.submit(None, pending, urgent=False, write=write)
+        if isinstance(self._writer, Writer):
+            self._writer.submit_op(op, pending, urgent=False)
+        else:
+            self._writer.submit_op(op, pending)
         return pending
 
     async def flush(self) -> None:
@@ -253,7 +276,7 @@ class SQLiteStore(RunStore):
             if self._writer.closed:
                 raise StoreClosedError("the run store is closed")
             return
-        await self._write(None)
+        await self._write(("barrier", ()))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def read(conn: sqlite3.Connection) -> RunRecord | None:
@@ -303,15 +326,15 @@ class SQLiteStore(RunStore):
         return int(await self._read(lambda conn: conn.execute(sql, (run_id,)).fetchone()[0]))
 
     async def delete_run(self, run_id: str) -> None:
-        await self._write(lambda conn: _sql_delete_run(conn, run_id))
+        await self._write(("delete_run", (run_id,)))
 
     async def purge(self, *, events_older_than_days: float) -> int:
-        return int(await self._write(lambda conn: sql_purge(conn, events_older_than_days)))
+        return int(await self._write(("purge", (events_older_than_days, sorted(FINISHED)))))
 
     async def put_workflow(self, record: WorkflowRecord) -> None:
         row = (record.name, record.version, json.dumps(record.spec, ensure_ascii=False), record.source,
                record.created_at)
-        await self._write(lambda conn: conn.execute("INSERT OR REPLACE INTO workflows VALUES (?, ?, ?, ?, ?)", row))
+        await self._write(("put_workflow", (row,)))
 
     async def workflows(self) -> list[WorkflowRecord]:
         sql = "SELECT name, version, spec, source, created_at FROM workflows ORDER BY name, version"
@@ -319,16 +342,18 @@ class SQLiteStore(RunStore):
                                               for name, version, spec, source, created_at in conn.execute(sql)])
 
     async def delete_workflow(self, name: str) -> None:
-        await self._write(lambda conn: conn.execute("DELETE FROM workflows WHERE name = ?", (name,)))
+        await self._write(("delete_workflow", (name,)))
 
     async def aclose(self) -> None:
         self._writer.close()
         await anyio.to_thread.run_sync(self._writer.join)
+        self._writer.release()
         self._finish_close()
 
     def close_sync(self) -> None:
         self._writer.close()
         self._writer.join()
+        self._writer.release()
         self._finish_close()
 
     def _finish_close(self) -> None:
