@@ -63,6 +63,8 @@ from agentflow.llm.base import LLMRequest, LLMResult, TextDelta, generate
 from agentflow.runtime import Runtime
 from agentflow.runtime.loop import choose_loop
 from agentflow.runtime.loop import run as run_on_loop
+from agentflow.runtime.store import SQLiteStore
+from agentflow.runtime.store.sqlite import DEFAULT_SPIN_US
 
 TARGET_US = {"memory": 50.0, "durable": 300.0}
 """The issue's targets for agentflow, µs per node."""
@@ -209,14 +211,17 @@ class Side:
 class Harness:
     """The open runtimes and checkpointers; builds each case's sides."""
 
-    def __init__(self, tmp: Path, langgraph: bool) -> None:
+    def __init__(self, tmp: Path, langgraph: bool, writer: str = "process", spin_us: float = DEFAULT_SPIN_US) -> None:
         self.tmp = tmp
         self.langgraph = langgraph
+        self.writer, self.spin_us = writer, spin_us
         self.runtimes: dict[str, Runtime] = {}
         self.savers: dict[str, tuple[Any, Any]] = {}  # store -> (peer checkpointer, alt checkpointer)
 
     async def open(self, stack: AsyncExitStack) -> None:
-        for store, target in (("memory", ":memory:"), ("durable", self.tmp / "agentflow.db")):
+        durable = SQLiteStore(self.tmp / "agentflow.db", writer=self.writer,  # type: ignore[arg-type]
+                              writer_spin_us=self.spin_us)
+        for store, target in (("memory", ":memory:"), ("durable", durable)):
             self.runtimes[store] = await stack.enter_async_context(Runtime(tools=[inc, inc_sync], store=target))
         if not self.langgraph:
             return
@@ -530,6 +535,10 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                         help="event loop for both frameworks (default: uvloop if installed, as agentflow's CLI does)")
+    parser.add_argument("--writer", choices=["process", "thread"], default="process",
+                        help="the durable store's writer (default: process, SQLiteStore's default)")
+    parser.add_argument("--writer-spin-us", type=float, default=DEFAULT_SPIN_US,
+                        help=f"the writer process's poll after each commit (default {DEFAULT_SPIN_US:g})")
     parser.add_argument("--skip-langgraph", action="store_true")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--quick", action="store_true", help="--nodes 20 --runs 8, fewer repeats")
@@ -563,12 +572,14 @@ async def amain(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     print(environment(langgraph, args.loop), flush=True)
+    spin = f", polling {args.writer_spin_us:g} µs after each commit" if args.writer == "process" else ""
+    print(f"agentflow's durable store: SQLiteStore with the writer {args.writer}{spin}", flush=True)
     cases = [Case(graph, fn, store, args.nodes) for store in ("memory", "durable") for graph in ("chain", "fanout")
              for fn in ("async", "sync")]
     with tempfile.TemporaryDirectory(prefix="bench-orchestrator-") as tmp_dir:
         tmp = Path(tmp_dir)
         async with AsyncExitStack() as stack:
-            harness = Harness(tmp, langgraph)
+            harness = Harness(tmp, langgraph, args.writer, args.writer_spin_us)
             await harness.open(stack)
             for case in tqdm(cases, desc="per-node overhead", unit="case"):
                 await measure_case(case, harness.sides(case), args.repeats)
