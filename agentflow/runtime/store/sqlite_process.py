@@ -144,7 +144,13 @@ class ProcessWriter:
         self._timer.join()
 
     def release(self) -> None:
-        """Stop the loops watching the reply pipe (the store is closed and joined); closes the pipe."""
+        """After ``join``: stop every loop watching the reply pipe, and close it."""
+        self._unwatch()
+        if self._ended and self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def _unwatch(self) -> None:
+        """No loop may keep watching the reply pipe once it ended (it would stay readable)."""
         running = _running_loop()
         for loop in list(self._loops):
             if loop is running:
@@ -153,8 +159,6 @@ class ProcessWriter:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile
                     loop.call_soon_threadsafe(loop.remove_reader, self._in)
         self._loops.clear()
-        if self._ended and self._proc.stdout is not None:
-            self._proc.stdout.close()
 
     # -- sending -------------------------------------------------------------------------------------
 
@@ -277,7 +281,7 @@ class ProcessWriter:
         if lost:
             self._fail(orphans, "the run store's writer process exited")
         if self._ended:
-            self.release()  # an ended pipe stays readable: no loop may keep watching it
+            self._unwatch()  # the pipe is closed by release(), after join(), which may be reading it now
 
     def _child_gone(self, why: str) -> None:
         """The child can't be reached (called with the lock held): refuse further ops."""
