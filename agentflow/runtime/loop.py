@@ -1,7 +1,7 @@
 """Which event loop runs the orchestrator: uvloop where it is installed, else asyncio's own.
 
-uvloop (libuv) makes the loop's own work cheaper: task steps, ``call_soon_threadsafe`` from the run
-store's writer thread, socket readiness. ``AGENTFLOW_LOOP=asyncio`` chooses the standard loop
+uvloop (libuv) makes the loop's own work cheaper: task steps, readiness of sockets and of the run
+store's reply pipe, ``call_soon_threadsafe`` from worker threads. ``AGENTFLOW_LOOP=asyncio`` chooses the standard loop
 (for debugging, or to compare); ``AGENTFLOW_LOOP=uvloop`` requires uvloop and fails clearly without it.
 ``agentflow serve`` passes the same choice to uvicorn.
 """

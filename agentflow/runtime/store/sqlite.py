@@ -271,7 +271,7 @@ class SQLiteStore(RunStore):
         return pending
 
     async def flush(self) -> None:
-        if self._writer.idle:  # nothing in flight: skip the round trip through the writer thread
+        if self._writer.idle:  # nothing in flight: skip the round trip through the writer
             self._deferred.raise_if_any()
             if self._writer.closed:
                 raise StoreClosedError("the run store is closed")
