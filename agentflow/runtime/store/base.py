@@ -63,10 +63,6 @@ UNFINISHED = ("pending", "running")
 SCHEMA_VERSION = 3
 """Stored in ``PRAGMA user_version``; a file with a larger number was written by a newer agentflow.
 Version 2 added ``runs.tenant``, version 3 the ``workflows`` table (older files are migrated when opened)."""
-MAX_BATCH_OPS = 1024
-"""Most queued ops the writer folds into one transaction (bounds a batch's latency)."""
-PURGE_INTERVAL_S = 3600.0
-"""How often the writer applies ``retention_days`` while the store is open."""
 
 
 class RunRecord(BaseModel):

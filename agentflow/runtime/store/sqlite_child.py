@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 else:  # run as a script: the package is not imported (it would load pydantic), only this sibling
     import sqlite_ops
 
-MAX_BATCH_OPS = 1024
-PURGE_INTERVAL_S = 3600.0
 HEADER = 4
 
 
@@ -66,7 +64,7 @@ class Child:
                 return  # the parent died
             self.parse()
             if self.ops:
-                batch, self.ops = self.ops[:MAX_BATCH_OPS], self.ops[MAX_BATCH_OPS:]
+                batch, self.ops = self.ops[:sqlite_ops.MAX_BATCH_OPS], self.ops[sqlite_ops.MAX_BATCH_OPS:]
                 outcomes = sqlite_ops.commit_batch(self.conn, [(kind, args) for _, kind, args in batch])
                 answers = zip(batch, outcomes, strict=True)
                 self.emit([(op_id, result, failure) for (op_id, _, _), (result, failure) in answers])
@@ -127,7 +125,7 @@ class Child:
         """Queue the ops of every whole frame. Before a batch is committed, one more look at the input:
         if it ended without a stop, the parent died, and what it sent is dropped uncommitted."""
         self.take_frames()
-        if not self.stopping and len(self.ops) < MAX_BATCH_OPS:
+        if not self.stopping and len(self.ops) < sqlite_ops.MAX_BATCH_OPS:
             self.read_available()
             self.take_frames()
             if self.eof and not self.stopping:
@@ -136,7 +134,7 @@ class Child:
     def purge_if_due(self) -> None:
         if self.next_purge is None or time.monotonic() < self.next_purge:
             return
-        self.next_purge = time.monotonic() + PURGE_INTERVAL_S
+        self.next_purge = time.monotonic() + sqlite_ops.PURGE_INTERVAL_S
         outcome = sqlite_ops.commit_batch(self.conn, [("purge", (self.retention_days or 0.0, self.finished))])[0]
         if outcome[1] is not None:
             self.log(logging.ERROR, f"run store housekeeping failed: {outcome[1][1]}")

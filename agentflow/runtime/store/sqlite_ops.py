@@ -32,6 +32,11 @@ failure of the op), ``batch`` (the transaction failed: nothing of the batch is s
 connection)."""
 Outcome = tuple[Any, Failure | None]
 
+MAX_BATCH_OPS = 1024
+"""Most queued ops a writer folds into one transaction (bounds a batch's latency)."""
+PURGE_INTERVAL_S = 3600.0
+"""How often a writer applies ``retention_days`` while the store is open."""
+
 INSERT_EVENTS = "INSERT INTO events (run_id, seq, name, time, node, data) VALUES (?, ?, ?, ?, ?, ?)"
 INSERT_NODES = "INSERT INTO nodes (run_id, path, kind, attempt, output, writes) VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -115,13 +120,6 @@ _KINDS: dict[str, Callable[..., Any]] = {
     "append": _append, "create_run": _create_run, "delete_run": _delete_run, "purge": purge,
     "put_workflow": _put_workflow, "delete_workflow": _delete_workflow, "barrier": _barrier,
 }
-
-
-def check(op: Op) -> None:
-    """Refuse an op no writer could apply (raised at the caller, before it is queued)."""
-    kind, args = op
-    if kind not in _KINDS or not isinstance(args, tuple):
-        raise ValueError(f"unknown run store op {kind!r}")
 
 
 # ---- one batch, one transaction -------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any
 
 from agentflow.runtime.errors import StoreClosedError, StoreError
 from agentflow.runtime.store.base import FINISHED, _Deferred
-from agentflow.runtime.store.sqlite_ops import Failure, Op, check
+from agentflow.runtime.store.sqlite_ops import Failure, Op
 from agentflow.runtime.store.sqlite_writer import LINGER_S, Waiter, op_error
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,6 @@ class ProcessWriter:
 
     def submit_op(self, op: Op, waiter: Waiter | None) -> None:
         """Queue one op; with a waiter, send it (and everything lingering before it) now."""
-        check(op)
         with self._lock:
             if self._closed:
                 raise StoreClosedError("the run store is closed")

@@ -27,8 +27,15 @@ from agentflow.runtime.errors import (
     StoreClosedError,
     StoreError,
 )
-from agentflow.runtime.store.base import FINISHED, MAX_BATCH_OPS, PURGE_INTERVAL_S, PendingWrite, _Deferred
-from agentflow.runtime.store.sqlite_ops import Failure, Op, check, commit_batch, connect
+from agentflow.runtime.store.base import FINISHED, PendingWrite, _Deferred
+from agentflow.runtime.store.sqlite_ops import (
+    MAX_BATCH_OPS,
+    PURGE_INTERVAL_S,
+    Failure,
+    Op,
+    commit_batch,
+    connect,
+)
 
 if TYPE_CHECKING:
     from agentflow.runtime.store.sqlite_process import ProcessWriter
@@ -156,7 +163,6 @@ class Writer:
 
     def submit_op(self, op: Op, waiter: Waiter | None, *, urgent: bool = True) -> None:
         """Queue an op; it is urgent (the writer wakes now) when somebody waits for it (``urgent``)."""
-        check(op)
         with self._wake:
             if self._closed:
                 raise StoreClosedError("the run store is closed")
