@@ -237,6 +237,8 @@ class Tool:
         attempt = 1
         while True:
             try:
+                if self.is_async and self._limiter is None and self.timeout is None:
+                    return await self.fn(**kwargs)  # _call_once's plain case, three coroutines fewer
                 return await self._call_once(kwargs)
             except ToolArgumentError:
                 raise

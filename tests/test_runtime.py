@@ -479,3 +479,27 @@ async def test_recovery_resumes_the_attempt_after_a_logged_retry(tmp_path: Path)
     assert seen == [2, 3]
     assert record.status == "completed"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_finished_run_is_freed_without_the_garbage_collector() -> None:
+    """Once a run ends nothing it built stays alive in a reference cycle: the run's execution, its node
+    records and its tasks go as soon as they are dropped, not at some later collection that has to
+    walk them (the cost every run would add to all of a busy process's collections)."""
+    import gc
+
+    from agentflow.runtime.run import RunExecution
+
+    workflows = [(spec(FANOUT), None), (spec(PARALLEL_SUB), {"word": "hi"}), (spec(CHAIN), {"n": 2})]
+    async with Runtime(tools=[nap, echo, upper, double], workflows=[spec(INNER)], store=":memory:") as rt:
+        for workflow, run_input in workflows:  # warm: what first use caches is not garbage
+            await rt.run(workflow, run_input)
+        gc.collect()
+        gc.disable()
+        try:
+            for workflow, run_input in workflows:
+                record = await rt.run(workflow, run_input)
+                assert record.status == "completed", record.error
+            left = [obj for obj in gc.get_objects() if type(obj) is RunExecution]
+        finally:
+            gc.enable()
+    assert left == []

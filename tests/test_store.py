@@ -12,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from agentflow.runtime.events import EventBase, LLMDelta, NodeCompleted, RunStarted
+from agentflow.runtime.events import Event, EventBase, LLMDelta, NodeCompleted, RunStarted
 from agentflow.runtime.store import (
     DuplicateEventError,
     MemoryStore,
@@ -149,6 +150,49 @@ async def test_events_roundtrip_after_limit_and_last_seq(store: RunStore) -> Non
     assert await store.events("r1", after=11) == []
     assert await store.last_seq("r1") == 11
     assert await store.last_seq("r2") == 1
+
+
+def _sample(annotation: object, name: str) -> object:
+    """A value of a field's type, for building one event of every kind with every field set."""
+    text = str(annotation)
+    if "dict" in text:
+        return {"type": "object", "title": name}
+    if annotation is bool:
+        return True
+    if annotation is int or "int" in text:
+        return 2
+    if annotation is float:
+        return 0.25
+    if annotation is str or "str" in text:
+        return f"{name}-ü"
+    return {"nested": [1, "two", None, {"three": 3.5}], "field": name}  # Any
+
+
+async def test_every_event_kind_roundtrips(store: RunStore) -> None:
+    """Each kind of event comes back equal, field for field and as JSON, however the store keeps it."""
+    kinds = [typing.get_args(member)[0] if typing.get_args(member) else member
+             for member in typing.get_args(typing.get_args(Event)[0])]
+    assert len(kinds) >= 15
+    await store.create_run(record("r1"))
+    sent = []
+    for seq, kind in enumerate(kinds, start=1):
+        fields = {name: _sample(info.annotation, name) for name, info in kind.model_fields.items()
+                  if name != "event"}
+        fields.update(run_id="r1", seq=seq, time=1700000000.5 + seq, node=f"n{seq}", attempt=seq)
+        sent.append(kind(**fields))
+    for i, one in enumerate(sent):  # checkpoint-shaped writes (one event, one node record), as a run makes them
+        pending = store.append_soon("r1", [one], [NodeRecord("r1", f"n{i}", "completed", output=i)])
+        await pending.wait()
+    got = await store.events("r1")
+    assert [type(e) for e in got] == kinds
+    assert got == sent
+    assert [e.model_dump_json() for e in got] == [e.model_dump_json() for e in sent]
+    with pytest.raises(ValueError, match="r2"):
+        store.append_soon("r1", [event("r2", 99)], [])
+    with pytest.raises(ValueError, match="r2"):
+        store.append_soon("r1", [event("r1", 99)], [NodeRecord("r2", "x", "completed")])
+    assert await store.last_seq("r1") == len(kinds)
+    assert [r.path for r in await store.node_records("r1")] == [f"n{i}" for i in range(len(kinds))]
 
 
 async def test_node_records_in_order(store: RunStore) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from agentflow.dsl.ir import (
     AgentNode,
@@ -69,7 +70,7 @@ from agentflow.runtime.events import (
 )
 from agentflow.runtime.graph import Frontier, Plan
 from agentflow.runtime.store import NodeRecord, PendingWrite, RunStore
-from agentflow.runtime.taskgroup import task_group
+from agentflow.runtime.taskgroup import NativeTaskGroup, task_group
 from agentflow.schemas import schema_error
 from agentflow.tool import ToolRegistry
 
@@ -337,20 +338,23 @@ class RunExecution:
 
     async def _walk(self, plan: Plan, frontier: Frontier, scope: Scope) -> None:
         async with task_group() as tg:
-
-            async def advance(node_id: str, ticket: int) -> None:
-                while True:  # a chain continues in this task; only extra ready nodes get new tasks
-                    live = await self.run_node(plan, node_id, scope, ticket)
-                    ready = frontier.resolve(node_id, live)
-                    if not ready:
-                        return
-                    ticket = self._queued  # the checkpoints the ready nodes wait for, before they run
-                    for other in ready[1:]:
-                        tg.start_soon(advance, other, ticket)
-                    node_id = ready[0]
-
             for node_id in frontier.initial():
-                tg.start_soon(advance, node_id, self._queued)
+                tg.start_soon(self._advance, tg, plan, frontier, scope, node_id, self._queued)
+
+    async def _advance(self, tg: NativeTaskGroup | TaskGroup, plan: Plan, frontier: Frontier, scope: Scope,
+                       node_id: str, ticket: int) -> None:
+        """Run ``node_id``, then what it makes ready: a chain continues in this task, only extra ready
+        nodes get new tasks. (A method, not a closure that names itself: such a closure is a reference
+        cycle that would keep the whole run alive until the garbage collector's next full pass.)"""
+        while True:
+            live = await self.run_node(plan, node_id, scope, ticket)
+            ready = frontier.resolve(node_id, live)
+            if not ready:
+                return
+            ticket = self._queued  # the checkpoints the ready nodes wait for, before they run
+            for other in ready[1:]:
+                tg.start_soon(self._advance, tg, plan, frontier, scope, other, ticket)
+            node_id = ready[0]
 
     async def body_result(self, body: Body, scope: Scope) -> Any:
         frontier = await self.run_level(body.nodes, body.edges, body.start, scope)

@@ -40,23 +40,32 @@ log = logging.getLogger(__name__)
 # ---- MemoryStore ------------------------------------------------------------------------------------------
 
 class _EventLog:
-    """One run's events, sorted by seq. Events are frozen models, so they are kept as they are."""
+    """One run's events, sorted by seq. Each is kept as ``(class, field values)`` and rebuilt on read:
+    a frozen model is an object, its ``__dict__`` and its fields-set, about 1 KB and three objects the
+    garbage collector tracks, while the tuple is a fifth of that and, holding plain values, is
+    untracked after the collector's first look. A long-lived store holds thousands of events per run;
+    kept as models they made every later allocation and collection slower."""
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
-        self.data: dict[int, EventBase] = {}
+        self.data: dict[int, tuple[type[EventBase], tuple[Any, ...]]] = {}
 
-    def insert(self, seq: int, data: EventBase) -> None:
+    def insert(self, seq: int, event: EventBase) -> None:
         if not self.seqs or seq > self.seqs[-1]:
             self.seqs.append(seq)
         else:
             bisect.insort(self.seqs, seq)
-        self.data[seq] = data
+        self.data[seq] = (type(event), tuple(event.__dict__.values()))
 
     def since(self, after: int, limit: int | None) -> list[EventBase]:
         start = bisect.bisect_right(self.seqs, after)
         stop = None if limit is None else start + limit
-        return [self.data[seq] for seq in self.seqs[start:stop]]
+        return [_rebuild(*self.data[seq]) for seq in self.seqs[start:stop]]
+
+
+def _rebuild(cls: type[EventBase], values: tuple[Any, ...]) -> EventBase:
+    """The event ``_EventLog.insert`` took apart (its values were validated then; they are not again)."""
+    return cls.model_construct(**dict(zip(cls.model_fields, values, strict=True)))
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -75,9 +84,22 @@ def _json_copy(value: Any) -> Any:
     return _loads(_dumps(value))
 
 
-def _copy_node(node: NodeRecord) -> NodeRecord:
-    return NodeRecord(node.run_id, node.path, node.kind, node.attempt, _json_copy(node.output),
-                      [(key, _json_copy(value)) for key, value in node.writes], node.seq)
+_NodeRow = tuple[str, str, int, Any, tuple[tuple[str, Any], ...]]
+"""A node record as the memory store keeps it: ``(path, kind, attempt, output, writes)``, its values
+copied as JSON data, plus the store's ``seq`` at the end once stored. A tuple, for the reason
+``_EventLog`` keeps tuples."""
+
+
+def _node_row(node: NodeRecord) -> _NodeRow:
+    return (node.path, node.kind, node.attempt, _json_copy(node.output),
+            tuple([(key, _json_copy(value)) for key, value in node.writes]))
+
+
+def _node_out(run_id: str, row: tuple[Any, ...]) -> NodeRecord:
+    """A stored row as a fresh record (copied again: the caller may change what it gets)."""
+    path, kind, attempt, output, writes, seq = row
+    return NodeRecord(run_id, path, kind, attempt, _json_copy(output),
+                      [(key, _json_copy(value)) for key, value in writes], seq)
 
 
 class _Applied(PendingWrite):
@@ -103,18 +125,19 @@ class _Applied(PendingWrite):
 class MemoryStore(RunStore):
     """The same semantics in process memory, for tests and the in-memory benchmark. Runs and node
     records are copied in and out as JSON data (what SQLite would give back), so callers never share
-    objects with the store; events are frozen models and are kept as given (the per-event JSON would
-    dominate an in-memory node's cost). Every awaited call is a checkpoint (it yields once), like the
-    SQLite store's."""
+    objects with the store; events are frozen models, kept as their field values (no JSON: the
+    per-event text would dominate an in-memory node's cost). Every awaited call is a checkpoint (it
+    yields once), like the SQLite store's."""
 
     def __init__(self) -> None:
         super().__init__()
         self._runs: dict[str, dict[str, Any]] = {}
         self._events: dict[str, _EventLog] = {}
-        self._nodes: dict[str, list[NodeRecord]] = {}
+        self._nodes: dict[str, list[tuple[Any, ...]]] = {}  # run id -> _NodeRow + (seq,), in seq order
         self._node_seq = itertools.count(1)
         self._workflows: dict[tuple[str, int], WorkflowRecord] = {}
         self._closed = False
+        self._committed = _Applied(self, None)  # what every successful append_soon returns
 
     @staticmethod
     def _prepare(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecord],
@@ -124,7 +147,7 @@ class MemoryStore(RunStore):
         for other in [event.run_id for event in events] + [node.run_id for node in nodes]:
             if other != run_id:
                 raise ValueError(f"append({run_id!r}) got a record of run {other!r}")
-        return _Write(run_id, list(events), [_copy_node(node) for node in nodes], _run_columns(run) if run else {})
+        return _Write(run_id, list(events), [_node_row(node) for node in nodes], _run_columns(run) if run else {})
 
     def _check_open(self) -> None:
         if self._closed:
@@ -136,15 +159,8 @@ class MemoryStore(RunStore):
 
     def _apply(self, write: _Write[EventBase]) -> None:
         """All checks before any change, so a failing write leaves nothing behind."""
-        if len(write.events) == 1 and not write.run:  # a checkpoint: one event, its node record
-            event = write.events[0]
-            log_ = self._events.get(write.run_id)
-            if log_ is None:
-                log_ = self._events[write.run_id] = _EventLog()
-            elif event.seq in log_.data:
-                raise DuplicateEventError(f"run {write.run_id!r}: event seq {event.seq} already stored")
-            log_.insert(event.seq, event)
-            self._add_nodes(write)
+        if len(write.events) == 1 and not write.run:
+            self._checkpoint(write.run_id, write.events[0], write.nodes)
             return
         if write.run and write.run_id not in self._runs:
             raise RunNotFoundError(f"run {write.run_id!r} not found")
@@ -156,16 +172,27 @@ class MemoryStore(RunStore):
             log_ = self._events.setdefault(write.run_id, _EventLog())
             for event in write.events:
                 log_.insert(event.seq, event)
-        self._add_nodes(write)
+        self._add_nodes(write.run_id, write.nodes)
         if write.run:
             self._runs[write.run_id].update(write.run)
 
-    def _add_nodes(self, write: _Write[EventBase]) -> None:
-        if write.nodes:
-            rows = self._nodes.setdefault(write.run_id, [])
-            for node in write.nodes:
-                node.seq = next(self._node_seq)
-                rows.append(node)
+    def _checkpoint(self, run_id: str, event: EventBase, rows: Sequence[_NodeRow]) -> None:
+        """One event with its node records (a node's checkpoint): the hot path of ``append_soon``."""
+        log_ = self._events.get(run_id)
+        if log_ is None:
+            log_ = self._events[run_id] = _EventLog()
+        elif event.seq in log_.data:
+            raise DuplicateEventError(f"run {run_id!r}: event seq {event.seq} already stored")
+        log_.insert(event.seq, event)
+        self._add_nodes(run_id, rows)
+
+    def _add_nodes(self, run_id: str, rows: Sequence[_NodeRow]) -> None:
+        if rows:
+            stored = self._nodes.get(run_id)
+            if stored is None:
+                stored = self._nodes[run_id] = []
+            for row in rows:
+                stored.append((*row, next(self._node_seq)))
 
     async def create_run(self, run: RunRecord) -> None:
         self._check_open()
@@ -187,10 +214,21 @@ class MemoryStore(RunStore):
                     run: dict[str, Any] | None = None) -> PendingWrite:
         self._check_open()
         try:
-            self._apply(self._prepare(run_id, events, nodes, run))
+            if len(events) == 1 and not run:  # a node's checkpoint: no _Write, nothing to serialise
+                event = events[0]
+                rows = []
+                for node in nodes:
+                    if node.run_id != run_id:
+                        break
+                    rows.append(_node_row(node))
+                if event.run_id != run_id or len(rows) != len(nodes):
+                    self._prepare(run_id, events, nodes, run)  # raises, naming the stray record
+                self._checkpoint(run_id, event, rows)
+            else:
+                self._apply(self._prepare(run_id, events, nodes, run))
         except (StoreError, RunNotFoundError) as exc:
             return _Applied(self, exc)
-        return _Applied(self, None)
+        return self._committed
 
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                       run: dict[str, Any] | None = None) -> None:
@@ -262,7 +300,7 @@ class MemoryStore(RunStore):
 
     async def node_records(self, run_id: str) -> list[NodeRecord]:
         await self.flush()
-        return [_copy_node(node) for node in self._nodes.get(run_id, [])]
+        return [_node_out(run_id, row) for row in self._nodes.get(run_id, [])]
 
     async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
         await self.flush()
