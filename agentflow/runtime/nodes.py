@@ -9,8 +9,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
 
@@ -24,30 +23,69 @@ from agentflow.schemas import schema_error
 from agentflow.tool import Tool, ToolContext, ToolRegistry
 
 
-@dataclass
-class NodeCall:
-    """What one attempt of one node may use."""
+class RunPort(Protocol):
+    """What a node's attempt reaches of its run; ``RunExecution`` is one."""
 
     run_id: str
-    path: str
-    attempt: int
-    defaults: Defaults
     tools: ToolRegistry
     llm_for: Callable[[str | None], LLM]
-    emit: Callable[..., EventBase]
-    """``emit(EventClass, **fields)``: publish and log an event of this run for this node."""
-    durable: Callable[[], Awaitable[None]]
-    """Wait until the checkpoints this node depends on are committed; awaited before calling a tool or an LLM."""
-    pause: Callable[..., Awaitable[Any]]
-    """``await pause(path, prompt, schema, **info)``: wait at an interrupt (tool approval) for a resume value."""
-    recall: Callable[[str], tuple[bool, Any]]
-    """``recall(key)``: ``(True, value)`` if this run recorded ``key`` (also before a restart)."""
-    remember: Callable[[str, Any], None]
-    """``remember(key, value)``: record a value in the run's store for replay on resume."""
+
+    def emit(self, cls: type[EventBase], *, node: str | None = None, attempt: int | None = None,
+             **fields: Any) -> EventBase: ...
+
+    def durable(self, ticket: int | None = None) -> Awaitable[None]: ...
+
+    def pause(self, path: str, prompt: str, schema: dict[str, Any] | None, **extra: Any) -> Awaitable[Any]: ...
+
+    def recall(self, key: str) -> tuple[bool, Any]: ...
+
+    def remember(self, key: str, value: Any) -> None: ...
+
+
+class NodeCall:
+    """What one attempt of one node may use: its run's services, bound to the node's path, attempt
+    and checkpoint ticket. (Made for every node, so it holds five references and binds nothing
+    until asked.)"""
+
+    __slots__ = ("attempt", "defaults", "path", "run", "ticket")
+
+    def __init__(self, run: RunPort, path: str, attempt: int, defaults: Defaults, ticket: int | None = None) -> None:
+        self.run, self.path, self.attempt, self.defaults, self.ticket = run, path, attempt, defaults, ticket
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def tools(self) -> ToolRegistry:
+        return self.run.tools
 
     @property
     def session_id(self) -> str:
-        return f"{self.run_id}:{self.path}"
+        return f"{self.run.run_id}:{self.path}"
+
+    def llm_for(self, model: str | None) -> LLM:
+        return self.run.llm_for(model)
+
+    def emit(self, cls: type[EventBase], **fields: Any) -> EventBase:
+        """Publish and log an event of this run for this node."""
+        return self.run.emit(cls, node=self.path, attempt=self.attempt, **fields)
+
+    def durable(self) -> Awaitable[None]:
+        """Wait until the checkpoints this node depends on are committed; awaited before calling a tool or an LLM."""
+        return self.run.durable(self.ticket)
+
+    def pause(self, path: str, prompt: str, schema: dict[str, Any] | None, **extra: Any) -> Awaitable[Any]:
+        """Wait at an interrupt (a tool approval) for a resume value."""
+        return self.run.pause(path, prompt, schema, **extra)
+
+    def recall(self, key: str) -> tuple[bool, Any]:
+        """``(True, value)`` if this run recorded ``key`` (also before a restart)."""
+        return self.run.recall(key)
+
+    def remember(self, key: str, value: Any) -> None:
+        """Record a value in the run's store for replay on resume."""
+        self.run.remember(key, value)
 
 
 def jsonable(value: Any) -> Any:
@@ -194,5 +232,5 @@ async def choose_case(node: SwitchNode, ns: dict[str, Any], call: NodeCall) -> s
     return text
 
 
-__all__ = ["NodeCall", "check_output", "choose_case", "jsonable", "messages_for", "request_for", "run_agent", "run_llm",
-           "run_tool", "run_tool_call", "sampling_for"]
+__all__ = ["NodeCall", "RunPort", "check_output", "choose_case", "jsonable", "messages_for", "request_for",
+           "run_agent", "run_llm", "run_tool", "run_tool_call", "sampling_for"]

@@ -22,7 +22,6 @@ nothing completed runs twice, and the node that was in flight re-runs with the s
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import logging
 import random
@@ -213,6 +212,8 @@ class RunExecution:
         self.run_id = run_id
         self.spec = spec
         self.services = services
+        self.tools = services.tools
+        self.llm_for = services.llm_for
         self.seq = last_seq
         self.done: dict[str, NodeRecord] = {}
         self.decisions: dict[str, Any] = {}
@@ -441,12 +442,7 @@ class RunExecution:
     async def execute_kind(self, node: AnyNode, path: str, attempt: int, scope: Scope, ticket: int) -> Any:
         ns = scope.namespace()
         if isinstance(node, ToolNode | LLMNode | AgentNode) or (isinstance(node, SwitchNode) and node.prompt):
-            def emit(cls: type[EventBase], **fields: Any) -> EventBase:
-                return self.emit(cls, node=path, attempt=attempt, **fields)
-
-            call = leaf.NodeCall(self.run_id, path, attempt, scope.frame.spec.defaults, self.services.tools,
-                                 self.services.llm_for, emit, functools.partial(self.durable, ticket),
-                                 self.pause, self.recall, self.remember)
+            call = leaf.NodeCall(self, path, attempt, scope.frame.spec.defaults, ticket)
             if isinstance(node, ToolNode):
                 return await leaf.run_tool(node, ns, call)
             if isinstance(node, LLMNode):
