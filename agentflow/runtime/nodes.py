@@ -88,8 +88,13 @@ class NodeCall:
         self.run.remember(key, value)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """A JSON-ready copy of a tool's or function's result (pydantic models, dataclasses, sets ...)."""
+    if type(value) in _SCALARS:  # most results; as they are (a float's nan/inf included, as pydantic keeps them)
+        return value
     return to_jsonable_python(value, fallback=str)
 
 

@@ -29,7 +29,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +175,8 @@ class Scope:
         return Scope(self.frame, prefix, self, {}, variables)
 
     def namespace(self, **extra: Any) -> dict[str, Any]:
+        if self.parent is None:  # a frame's top level, where most nodes are: the same, in one step
+            return {**self.outputs, **self.vars, "input": self.frame.input, "state": self.frame.state, **extra}
         chain: list[Scope] = []
         scope: Scope | None = self
         while scope is not None:
@@ -399,7 +401,10 @@ class RunExecution:
             self.emit(NodeStarted, node=path, attempt=attempt, kind=node.kind)
             started = time.monotonic()
             try:
-                with anyio.fail_after(timeout) if timeout else nullcontext():
+                if timeout:
+                    with anyio.fail_after(timeout):
+                        output = leaf.jsonable(await self.execute_kind(node, path, attempt, scope, ticket))
+                else:
                     output = leaf.jsonable(await self.execute_kind(node, path, attempt, scope, ticket))
                 writes = self._writes(node, output, scope)
             except (EndRun, NodeFailure, CheckpointLost):

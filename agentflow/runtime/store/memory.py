@@ -232,8 +232,15 @@ class MemoryStore(RunStore):
 
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                       run: dict[str, Any] | None = None) -> None:
-        self._check_open()
+        if self._closed:
+            raise StoreClosedError("the run store is closed")
         if not nodes and not run:  # the hot path: a few events, nothing to serialise
+            if len(events) == 1:  # the commonest: one event, checked and stored in one pass
+                event = events[0]
+                log_ = self._events.get(run_id)
+                if log_ is not None and event.run_id == run_id and event.seq not in log_.data:
+                    log_.insert(event.seq, event)
+                    return
             self._append_events(run_id, events)
             return
         write = self._prepare(run_id, events, nodes, run)
