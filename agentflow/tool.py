@@ -37,7 +37,7 @@ import inspect
 import logging
 import random
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -237,8 +237,6 @@ class Tool:
         attempt = 1
         while True:
             try:
-                if self.is_async and self._limiter is None and self.timeout is None:
-                    return await self.fn(**kwargs)  # _call_once's plain case, three coroutines fewer
                 return await self._call_once(kwargs)
             except ToolArgumentError:
                 raise
@@ -251,7 +249,15 @@ class Tool:
                 await anyio.sleep(delay)
                 attempt += 1
 
-    async def _call_once(self, kwargs: dict[str, Any]) -> Any:
+    def _call_once(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """One attempt: the function under the tool's concurrency limit and timeout. An async function
+        with neither (most tools) is its own coroutine, with no wrapper around it: a graph pays for
+        each wrapper on every tool node."""
+        if self.is_async and self._limiter is None and self.timeout is None:
+            return self.fn(**kwargs)  # type: ignore[no-any-return]
+        return self._limited(kwargs)
+
+    async def _limited(self, kwargs: dict[str, Any]) -> Any:
         limiter = self._limiter
         if limiter is None:
             return await self._timed(kwargs)

@@ -36,6 +36,7 @@ from agentflow.runtime.store import (
     open_store,
 )
 from agentflow.runtime.store.base import SCHEMA_VERSION
+from tests.loop_turns import counting_loop_turns
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -497,22 +498,10 @@ async def test_loop_runs_while_the_writer_commits(tmp_path: Path, writer: str) -
     store = SQLiteStore(tmp_path / "runs.db", writer=writer)
     await store.create_run(record("r1"))
     events = [event("r1", seq, "x" * 64) for seq in range(1, 5001)]
-    ticks = 0
-    stop = anyio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await anyio.sleep(0)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
-        await anyio.sleep(0)
-        before = ticks
+    async with counting_loop_turns() as turns:
+        before = turns.count
         await store.append("r1", events)  # the commit runs in the writer
-        during = ticks - before
-        stop.set()
+        during = turns.count - before
     try:
         assert during > 0, "the event loop did not run while the writer committed"
         assert await store.last_seq("r1") == 5000

@@ -17,6 +17,7 @@ import pytest
 
 from agentflow.runtime.events import EventBase, LLMDelta
 from agentflow.runtime.store import RunRecord, SQLiteStore, StoreClosedError, StoreError
+from tests.loop_turns import counting_loop_turns
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,25 +106,13 @@ async def test_a_write_larger_than_the_pipe_goes_through_whole_and_in_order(tmp_
     try:
         await store.create_run(record("r1"))
         big = [event("r1", seq, "x" * 2000) for seq in range(1, 4001)]  # about 9 MB of rows, past any pipe
-        ticks = 0
-        done = anyio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await anyio.sleep(0)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ticker)
-            await anyio.sleep(0)
+        async with counting_loop_turns() as turns:
             pending = store.append_soon("r1", big)
             store.append_nowait("r1", [event("r1", 4001)])  # queued behind the big one
-            after = ticks
+            after = turns.count
             await pending.wait()
             await store.flush()
-            done.set()
-        assert ticks > after, "the event loop did not run while the big write went through"
+        assert turns.count > after, "the event loop did not run while the big write went through"
         assert [e.seq for e in await store.events("r1")] == list(range(1, 4002))
     finally:
         await store.aclose()

@@ -175,18 +175,9 @@ class Scope:
         return Scope(self.frame, prefix, self, {}, variables)
 
     def namespace(self, **extra: Any) -> dict[str, Any]:
-        if self.parent is None:  # a frame's top level, where most nodes are: the same, in one step
-            return {**self.outputs, **self.vars, "input": self.frame.input, "state": self.frame.state, **extra}
-        chain: list[Scope] = []
-        scope: Scope | None = self
-        while scope is not None:
-            chain.append(scope)
-            scope = scope.parent
-        ns: dict[str, Any] = {}
-        for level in reversed(chain):
-            ns.update(level.outputs)
-            ns.update(level.vars)
-        ns["input"] = self.frame.input
+        ns = {**self.outputs, **self.vars} if self.parent is None else \
+            {**self.parent.namespace(), **self.outputs, **self.vars}
+        ns["input"] = self.frame.input  # a scope and its parents share one frame
         ns["state"] = self.frame.state
         ns.update(extra)
         return ns

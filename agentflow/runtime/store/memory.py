@@ -95,6 +95,23 @@ def _node_row(node: NodeRecord) -> _NodeRow:
             tuple([(key, _json_copy(value)) for key, value in node.writes]))
 
 
+def _rows(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecord]) -> list[_NodeRow]:
+    """The node records as rows, after checking that every record belongs to ``run_id``."""
+    for event in events:
+        if event.run_id != run_id:
+            raise _stray(run_id, event.run_id)
+    rows = []
+    for node in nodes:  # a plain loop: on a checkpoint's path, cheaper than comprehensions
+        if node.run_id != run_id:
+            raise _stray(run_id, node.run_id)
+        rows.append(_node_row(node))
+    return rows
+
+
+def _stray(run_id: str, other: str) -> ValueError:
+    return ValueError(f"append({run_id!r}) got a record of run {other!r}")
+
+
 def _node_out(run_id: str, row: tuple[Any, ...]) -> NodeRecord:
     """A stored row as a fresh record (copied again: the caller may change what it gets)."""
     path, kind, attempt, output, writes, seq = row
@@ -144,10 +161,7 @@ class MemoryStore(RunStore):
                  run: dict[str, Any] | None) -> _Write[Any]:
         """Like SQLite's, but events are kept as objects and node records are copied as data instead of
         going through JSON text."""
-        for other in [event.run_id for event in events] + [node.run_id for node in nodes]:
-            if other != run_id:
-                raise ValueError(f"append({run_id!r}) got a record of run {other!r}")
-        return _Write(run_id, list(events), [_node_row(node) for node in nodes], _run_columns(run) if run else {})
+        return _Write(run_id, list(events), _rows(run_id, events, nodes), _run_columns(run) if run else {})
 
     def _check_open(self) -> None:
         if self._closed:
@@ -215,15 +229,7 @@ class MemoryStore(RunStore):
         self._check_open()
         try:
             if len(events) == 1 and not run:  # a node's checkpoint: no _Write, nothing to serialise
-                event = events[0]
-                rows = []
-                for node in nodes:
-                    if node.run_id != run_id:
-                        break
-                    rows.append(_node_row(node))
-                if event.run_id != run_id or len(rows) != len(nodes):
-                    self._prepare(run_id, events, nodes, run)  # raises, naming the stray record
-                self._checkpoint(run_id, event, rows)
+                self._checkpoint(run_id, events[0], _rows(run_id, events, nodes))
             else:
                 self._apply(self._prepare(run_id, events, nodes, run))
         except (StoreError, RunNotFoundError) as exc:
@@ -235,7 +241,7 @@ class MemoryStore(RunStore):
         if self._closed:
             raise StoreClosedError("the run store is closed")
         if not nodes and not run:  # the hot path: a few events, nothing to serialise
-            if len(events) == 1:  # the commonest: one event, checked and stored in one pass
+            if len(events) == 1:  # the commonest: one event to a known log (else the checks below, in order)
                 event = events[0]
                 log_ = self._events.get(run_id)
                 if log_ is not None and event.run_id == run_id and event.seq not in log_.data:
@@ -254,17 +260,6 @@ class MemoryStore(RunStore):
         log_ = self._events.get(run_id)
         if log_ is None:
             log_ = self._events[run_id] = _EventLog()
-        if len(events) == 1:  # the common case, checked and stored in one pass
-            event = events[0]
-            if event.run_id != run_id:
-                raise ValueError(f"append({run_id!r}) got a record of run {event.run_id!r}")
-            if event.seq in log_.data:
-                exc = DuplicateEventError(f"run {run_id!r}: event seq {event.seq} already stored")
-                log.error("append_nowait(%r) failed: %s", run_id, exc)
-                self._deferred.add(exc)
-                return
-            log_.insert(event.seq, event)
-            return
         for event in events:
             if event.run_id != run_id:
                 raise ValueError(f"append({run_id!r}) got a record of run {event.run_id!r}")
