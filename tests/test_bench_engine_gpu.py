@@ -36,6 +36,28 @@ def test_smoke_run_fills_every_section(tmp_path: Path) -> None:
     constrained = models["qwen2.5-7b"]["constrained"]
     assert constrained["constrained"]["stopped"] == constrained["constrained"]["requests"]  # the grammar ended each
     assert "Prefill" in proc.stdout and "Constrained decoding" in proc.stdout
+    roofline = proc.stdout.split("### Memory roofline")[1].split("###")[0]
+    assert all(f"| {name} |" in roofline for name in models), roofline  # its rows, not another table's
+
+
+def test_full_batch_window_ends_when_the_first_request_does(demo_path: Path) -> None:
+    """Prefills staggered over steps (a small chunk budget): the decode window, from the step in which the last
+    request got its first token, still holds steps in which the early requests had ended; the full-batch window
+    stops at the step in which the first one ended, and every step in it decoded the whole batch."""
+    from bench.engine_gpu import drive, random_prompts
+    from engine import Engine, Request, SamplingParams
+
+    batch, prompt_len, new_tokens = 4, 32, 8
+    engine = Engine("demo", max_kv_tokens=4096, chunk_size=prompt_len)  # one prompt per step
+    params = SamplingParams(temperature=0, max_new_tokens=new_tokens, ignore_eos=True)
+    prompts = random_prompts(batch, prompt_len, engine.model.config.vocab_size, seed=3)
+    run = drive(engine, [Request(prompt=p, params=params) for p in prompts])
+    # Request i (0-based) prefills in step i + 1, so the first ends in step new_tokens, the last in new_tokens + 3.
+    assert run.full_steps == new_tokens - batch
+    assert run.full_tokens == batch * run.full_steps
+    assert run.decode_steps == new_tokens - 1
+    assert run.decode_tokens < batch * run.decode_steps
+    assert 0 < run.full < run.decode
 
 
 def test_fused_gemv_batches_follow_the_kernel_limit() -> None:
