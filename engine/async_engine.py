@@ -33,7 +33,7 @@ import anyio
 
 from engine.constrained.spec import ConstraintSpec
 from engine.engine import Engine, EngineStats
-from engine.errors import EngineClosedError, EngineError, RequestNotFoundError
+from engine.errors import EngineClosedError, EngineError, InvalidRequestError, RequestNotFoundError
 from engine.request import Delta, Output, Request
 from engine.sequence import Sequence
 
@@ -116,7 +116,8 @@ class AsyncEngine:
 
     async def stream(self, request: Request) -> AsyncIterator[Delta]:
         """Yield the request's deltas as they are generated; the last has ``finish_reason`` set.
-        Leaving the loop early (break, cancellation) aborts the request."""
+        Leaving the loop early (break, cancellation) aborts the request. A request whose output
+        constraint failed (``finish_reason="error"``) raises ``InvalidRequestError`` instead of its last delta."""
         self._check_open()
         lane = self._compile_lane if isinstance(request.constraint, ConstraintSpec) else self._tokenize_lane
         seq = await anyio.to_thread.run_sync(self.engine.prepare, request, limiter=lane)
@@ -130,6 +131,8 @@ class AsyncEngine:
                         done = True
                         raise item
                     done = item.finished
+                    if item.finish_reason == "error":
+                        raise InvalidRequestError(item.error or "the output constraint failed", field="constraint")
                     yield item
                     if done:
                         return

@@ -233,6 +233,10 @@ class Engine:
         for request_id, seq in list(self._seqs.items()):
             while seq.token_ids and seq.token_ids[-1] == PLACEHOLDER:  # a run-ahead token never read back
                 seq.token_ids.pop()
+            if seq.num_computed > len(seq.token_ids):  # the placeholder's position was counted, its slot taken
+                self.scheduler.allocator.free(seq.slots[len(seq.token_ids):])
+                del seq.slots[len(seq.token_ids):]
+                seq.num_computed = len(seq.token_ids)
             try:
                 deltas.append(self.abort(request_id))
             except Exception:  # keep going: the others must still be freed
@@ -445,6 +449,9 @@ class Engine:
         params = seq.params
         if seq.constraint is not None:
             seq.constraint.advance(token)
+            if getattr(seq.constraint, "error", None) is not None:  # it failed: end this request alone
+                seq.finish_reason = "error"
+                return True
         if token in params.stop_token_ids:
             seq.finish_reason, seq.stop_reason = "stop", token
         elif token in self.eos_token_ids and not params.ignore_eos:
@@ -482,7 +489,7 @@ class Engine:
         return Delta(seq.request_id, tokens, text, logprobs,
                      finish_reason=seq.finish_reason if final else None, stop_reason=seq.stop_reason,
                      prompt_tokens=seq.num_prompt, cached_tokens=max(seq.cached_tokens, 0),
-                     completion_tokens=known)
+                     completion_tokens=known, error=_error(seq) if final else None)
 
     # ---- conveniences ---------------------------------------------------------------------
 
@@ -513,7 +520,8 @@ class Engine:
         text = seq.detok.text if seq.detok is not None else ""
         return self.structured(Output(seq.request_id, seq.output_ids, text, seq.finish_reason, seq.stop_reason,
                                       seq.num_prompt, max(seq.cached_tokens, 0),
-                                      list(seq.logprobs) if seq.params.logprobs else None), seq.spec)
+                                      list(seq.logprobs) if seq.params.logprobs else None, error=_error(seq)),
+                               seq.spec)
 
     def structured(self, output: Output, spec: object) -> Output:
         """Fill ``output``'s ``json`` or ``content`` and ``tool_calls`` when ``spec`` (the request's
@@ -591,6 +599,13 @@ class Engine:
 
     def in_flight(self) -> list[str]:
         return [rid for rid, s in self._seqs.items() if s.status is not Status.FINISHED]
+
+
+def _error(seq: Sequence) -> str | None:
+    """Why ``seq`` ended with ``finish_reason="error"`` (its constraint failed), else None."""
+    if seq.finish_reason != "error":
+        return None
+    return f"the output constraint failed: {getattr(seq.constraint, 'error', None) or 'unknown error'}"
 
 
 def _warm_constraints(tokenizer: Tokenizer) -> None:

@@ -45,12 +45,15 @@ class Delta:
     text: str
     logprobs: list[float] | None = None
     finish_reason: str | None = None
-    """``stop`` (EOS, stop token or stop string), ``length`` (max_new_tokens or context) or ``abort``."""
+    """``stop`` (EOS, stop token or stop string), ``length`` (max_new_tokens or context), ``abort``, or ``error``
+    (the request's output constraint failed: a parser limit, or a grammar that admits no output; see ``error``)."""
     stop_reason: str | int | None = None
     """The stop string or stop token id that ended the request, if any."""
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None
+    """With ``finish_reason="error"``: what failed. ``AsyncEngine`` raises it as ``InvalidRequestError``."""
 
     @property
     def finished(self) -> bool:
@@ -78,3 +81,5 @@ class Output:
     json: Any = None
     """JSON-schema requests that ended where the grammar allows: the value, parsed and validated
     once more with jsonschema (``ConstraintViolationError`` if that fails: an engine bug)."""
+    error: str | None = None
+    """With ``finish_reason="error"``: why the output constraint failed (the output is incomplete)."""

@@ -389,7 +389,10 @@ class Sampler:
     def _truncated_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
         device = logits.device
         temperature = _on(device, [p.temperature for p in params], torch.float32).unsqueeze(1)
-        probs = torch.softmax(logits / temperature, dim=-1)  # [R, V]
+        # Shifted so the top logit is 0: a tiny temperature (1e-30) then sends the others to -inf, not the top one
+        # to +inf (NaN after softmax); floored where float32 would round it to 0 (0 / 0).
+        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        probs = torch.softmax(shifted / temperature.clamp_(min=torch.finfo(torch.float32).tiny), dim=-1)  # [R, V]
         truncated = [i for i, p in enumerate(params) if p.top_k > 0 or p.top_p < 1.0]
         if truncated:
             index = torch.tensor(truncated, device=device)
@@ -425,7 +428,7 @@ than top_p of the mass (a 152k-entry sort costs ~10 ms on CPU, the top 1024 unde
 def _top_k_top_p(probs: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
     """Zero every token outside each row's top-k and nucleus. probs [R, V], rows sum to 1."""
     device, vocab = probs.device, probs.shape[-1]
-    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device).unsqueeze(1)
+    top_k = torch.tensor([min(p.top_k, vocab) if p.top_k > 0 else vocab for p in params], device=device).unsqueeze(1)
     top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)
     width = min(vocab, max(TOP_CANDIDATES, int(top_k.max())))
     values, order = probs.topk(width, dim=-1)  # sorted, descending
@@ -435,6 +438,7 @@ def _top_k_top_p(probs: torch.Tensor, params: Sequence[SamplingParams]) -> torch
     ranks = torch.arange(values.shape[-1], device=device).unsqueeze(0)
     # keep a token while the mass before it is still below top_p (the top token always stays)
     drop = (ranks >= top_k) | (values.cumsum(dim=-1) - values >= top_p)
+    drop[:, 0] = False  # even when top_p rounds to 0 in float32 (1e-300)
     return torch.zeros_like(probs).scatter_(1, order, values.masked_fill(drop, 0.0))
 
 

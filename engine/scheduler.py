@@ -167,7 +167,12 @@ class Scheduler:
         self._session_ttl[session_id] = ttl if ttl is not None else self.config.session_ttl
 
     def close_session(self, session_id: str) -> None:
+        """Release the session's pinned K/V now. A request of the session still in flight finishes without
+        pinning it again."""
         self._session_ttl.pop(session_id, None)
+        for seq in (*self.running, *self.waiting):
+            if seq.session_id == session_id:
+                seq.session_id = None
         if self.cache is not None:
             self.cache.unpin(session_id)
 

@@ -644,6 +644,21 @@ def test_aborted_session_request_does_not_pin() -> None:
     h.assert_idle()
 
 
+def test_close_session_while_its_request_runs_does_not_pin_it_again() -> None:
+    h = Harness(100)
+    cache = h.cache
+    assert cache is not None
+    h.add("a", prompt(0, 4), max_new=5, session="s")
+    h.step()
+    h.sched.close_session("s")  # closed mid-request: its K/V goes to the cache, unpinned, when it ends
+    h.add("b", prompt(50, 4), max_new=3, session="s2")  # another session's request pins as usual
+    h.run()
+    assert not cache.is_pinned("s") and cache.is_pinned("s2")
+    h.sched.close_session("s2")
+    assert cache.pinned_size == 0 and cache.evictable_size == cache.total_size
+    h.assert_idle()
+
+
 def test_close_session_with_nothing_pinned_is_harmless() -> None:
     h = Harness(50)
     h.sched.close_session("nope")

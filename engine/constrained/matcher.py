@@ -22,8 +22,9 @@ schema over Qwen2.5's vocabulary took 214 µs, 64 of them one after the other 13
 forward pass they should hide behind. The engine never fills and advances one matcher at the same
 time.
 
-Errors. A parser limit hit mid-output ends that request with EOS and logs an
-error. Sampling a token the mask forbade raises ``EngineError``: that is an engine bug.
+Errors. A parser limit hit mid-output (``too many expressions``), or a grammar that admits no
+output at all, sets ``error``: the engine ends that request alone with ``finish_reason="error"``.
+Sampling a token the mask forbade raises ``EngineError``: that is an engine bug.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class GrammarConstraint:
         self._words = bitmask_words(tokenizer.vocab_size)
         """Mask words llguidance fills; the model's logit rows may be wider (padded embedding)."""
         self._failed = False
+        self.error: str | None = None
+        """Why the matcher failed (a parser limit, a grammar that admits nothing); the engine then ends
+        the request with ``finish_reason="error"``."""
 
     def fill_bitmask(self, bitmask: torch.Tensor) -> None:
         """Fill one int32 CPU row of ``ceil(model_vocab / 32)`` words. Bits past the tokenizer's
@@ -108,15 +112,19 @@ class GrammarConstraint:
 
     def _note_error(self) -> None:
         if self._matcher.is_error() and not self._failed:
-            # A parser limit hit mid-output. llguidance's mask now allows only EOS, so the request
-            # ends ("stop", output incomplete) and the engine keeps serving the others.
+            # A parser limit hit mid-output, or a grammar with no way on. llguidance's mask now allows
+            # only EOS; the engine ends this request with an error and keeps serving the others.
             self._failed = True
-            log.error("constrained decoding failed; ending the request with EOS: %s",
-                      _first_line(self._matcher.get_error()))
+            self.error = _first_line(self._matcher.get_error())
+            log.warning("constrained decoding failed; ending the request with an error: %s", self.error)
 
     def advance(self, token_id: int) -> None:
-        """Consume the sampled token. A token the mask forbade is an engine bug, not a user error."""
+        """Consume the sampled token. A token the mask forbade is an engine bug, not a user error; a matcher
+        that fails while consuming it (a parser limit) sets ``error``."""
         if not self._matcher.consume_token(token_id):
+            if _PARSER_LIMIT in self._matcher.get_error() or self._failed:  # not the token's fault: the matcher's
+                self._note_error()
+                return
             text = self._tokenizer.decode_str([token_id]) if 0 <= token_id < self._tokenizer.vocab_size else ""
             raise EngineError(f"sampled token {token_id} ({text!r}) is not allowed by the grammar (the sampler "
                               f"did not apply the mask?): {_first_line(self._matcher.get_error())}",
@@ -136,6 +144,11 @@ class GrammarConstraint:
     def is_accepting(self) -> bool:
         """The output so far is a complete match (the grammar may still allow more)."""
         return self._matcher.is_accepting()
+
+
+_PARSER_LIMIT = "too many"
+"""In llguidance's error when consuming a token hit a parser limit ("lexer error: too many expressions constructed",
+"too many items") rather than the token being one the mask forbade ("token ... doesn't satisfy the grammar")."""
 
 
 def _first_line(message: str) -> str:
