@@ -9,7 +9,10 @@ The draw inverts the CDF: one uniform ``u`` per row, the token is the first whos
 probability exceeds ``u`` times the total (tokens of probability 0 can never be chosen). For a
 request with a seed, the ``u`` of its n-th output token comes from a generator seeded with
 ``hash(seed, n)``, so the same seed gives the same tokens whatever else shares the batch, and also
-after the request was retracted and resumed. (One uniform per row instead of one per vocabulary
+after the request was retracted and resumed, as far as the logits are the same: a prompt computed in
+other chunks (a prefix-cache hit, a different ``chunk_size``) can change them in the last float bits,
+and where many tokens are near-equally likely (the random-weight demo model) that moves the draw to a
+neighbouring id. Greedy requests are not affected. (One uniform per row instead of one per vocabulary
 entry: drawing 152k exponentials took a third of a CPU decode step.)
 
 Logprobs are those of the raw model distribution (``log_softmax`` of the logits before any

@@ -4,6 +4,7 @@ have no place in tests)."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -25,5 +26,6 @@ def test_quick_run_fills_the_overhead_table(writer: str) -> None:
     assert len(rows) == 8, proc.stdout
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert float(cells[3].replace(",", "").split()[0]) > 0, row
+        # a number, whatever its value: at 5 nodes and one repeat, noise can put the overhead below 0
+        assert math.isfinite(float(cells[3].replace(",", "").split()[0])), row
     assert re.search(r"agentflow [\d,.]+ runs/s", proc.stdout)
