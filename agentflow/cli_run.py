@@ -55,6 +55,7 @@ from agentflow.errors import AgentflowError
 from agentflow.live_view import View, ViewMode, make_view
 from agentflow.llm import LLM, resolve_llm
 from agentflow.runtime import InvalidInputError, NoLLMError, RunRecord, Runtime
+from agentflow.runtime.errors import WorkflowNotFoundError
 from agentflow.runtime.events import RunInterrupted
 from agentflow.runtime.loop import run as run_on_loop
 from agentflow.runtime.store import FINISHED, MemoryStore, RunStore, SQLiteStore, StoreError
@@ -210,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_input = _read_input(args.input, args.input_file)  # before any user code is imported
         session = _session(args, path.parent)
         try:
-            spec = load_workflow(path, tools=session.tools, workflows=[w.name for w in session.workflows])
+            spec = load_workflow(path, tools=session.tools, workflows=session.workflows)  # specs: cycles are found
         except WorkflowValidationError as exc:
             for issue in exc.issues:
                 sys.stderr.write(format_issue(str(path), issue) + "\n")
@@ -250,7 +251,7 @@ def _session(args: argparse.Namespace, workflow_dir: Path | None) -> Session:
         if not d.is_dir():
             raise UsageError(f"--workflows {d}: not a directory")
     workflows, used_dirs = load_workflows([*dirs, *([workflow_dir] if workflow_dir is not None else [])],
-                                          skip=Path(args.file) if workflow_dir is not None else None)
+                                          skip=Path(args.file) if workflow_dir is not None else None, tools=tools)
     store = None if args.no_store else Path(args.store).expanduser() if args.store else default_store_path()
     flags = ["--store", str(store.resolve())] if store is not None and (args.store or "AGENTFLOW_HOME" in os.environ) \
         else []
@@ -469,6 +470,8 @@ async def _begin(rt: Runtime, job: Job, session: Session) -> str:
             await rt.resume(run_id, job.value)
         except InvalidInputError as exc:
             raise UsageError(f"invalid --value: {exc}") from None
+        except WorkflowNotFoundError as exc:  # checked before the run changes: it stays interrupted
+            raise UsageError(f"{exc}; pass --workflows DIR with the directory of those workflow files") from None
     elif job.value is not UNSET:
         _note(session, f"run {run_id} is {record.status}, not waiting at an interrupt; --value is ignored")
     return run_id  # an unfinished run was recovered (continued from its checkpoints) when the runtime opened

@@ -7,7 +7,8 @@ workflows from a directory.
   it defines one, else every public function (or ``Tool``) defined in the module itself; functions it
   imports are not tools.
 * A workflows directory contributes every ``*.yaml`` / ``*.yml`` file that loads; files that fail to
-  load are skipped with a warning.
+  load are skipped with a warning, and so are files that share a workflow name (naming each file) and
+  workflows whose calls of other workflows come back around (``workflow_cycle``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from agentflow.dsl.errors import WorkflowValidationError
 from agentflow.dsl.ir import WorkflowSpec
+from agentflow.dsl.validate import workflow_cycles
 from agentflow.dsl.yaml_loader import load_workflow
 from agentflow.errors import AgentflowError
 from agentflow.tool import Tool, ToolError, ToolRegistry, as_tool
@@ -118,28 +120,54 @@ def _defined_in(obj: Any, module: ModuleType) -> bool:
     return (isinstance(obj, Tool) or inspect.isfunction(obj)) and getattr(fn, "__module__", None) == module.__name__
 
 
-def load_workflows(dirs: Sequence[Path], skip: Path | None) -> tuple[list[WorkflowSpec], list[str]]:
+def load_workflows(dirs: Sequence[Path], skip: Path | None, *,
+                   tools: Collection[str] | None = None) -> tuple[list[WorkflowSpec], list[str]]:
     """Every workflow file in ``dirs`` but ``skip`` (failures logged and skipped), and the directories
-    that gave at least one."""
-    specs: list[WorkflowSpec] = []
-    used: list[str] = []
+    that gave at least one. ``tools``, when given, are the known tools (names, or a ``ToolRegistry`` to check
+    arguments too): a workflow using another is skipped, as it would fail when it runs."""
+    loaded: dict[Path, WorkflowSpec] = {}
+    origin: dict[Path, Path] = {}  # file -> the directory it was found in
     seen: set[Path] = {skip.resolve()} if skip is not None else set()
     for directory in dict.fromkeys(d.resolve() for d in dirs):
         files = sorted({f.resolve() for pattern in WORKFLOW_SUFFIXES for f in directory.glob(pattern)} - seen)
         seen.update(files)
-        found = 0
         for file in files:
             try:
-                specs.append(load_workflow(file))
-                found += 1
+                loaded[file] = load_workflow(file, tools=tools)
+                origin[file] = directory
             except WorkflowValidationError as exc:
                 logger.warning("skipping workflow %s: %d problem(s), first: %s", file, len(exc.issues),
                                exc.issues[0] if exc.issues else "?")
             except (ValueError, OSError) as exc:
                 logger.warning("skipping workflow %s: %s", file, exc)
-        if found:
-            used.append(str(directory))
-    return specs, used
+    loaded = _without_cycles(_without_duplicates(loaded))
+    used = [str(d) for d in dict.fromkeys(origin[file] for file in loaded)]
+    return list(loaded.values()), used
+
+
+def _without_duplicates(loaded: dict[Path, WorkflowSpec]) -> dict[Path, WorkflowSpec]:
+    """``loaded`` less the files that share a workflow name: which one a run would get is anyone's guess."""
+    files: dict[str, list[Path]] = {}
+    for file, spec in loaded.items():
+        files.setdefault(spec.name, []).append(file)
+    for name, same in files.items():
+        if len(same) > 1:
+            logger.warning("skipping workflow files %s: each is named %r; rename all but one",
+                           ", ".join(map(str, same)), name)
+    return {file: spec for file, spec in loaded.items() if len(files[spec.name]) == 1}
+
+
+def _without_cycles(loaded: dict[Path, WorkflowSpec]) -> dict[Path, WorkflowSpec]:
+    """``loaded`` less the workflows whose calls of workflows come back around: a run of one would never end."""
+    kept: dict[Path, WorkflowSpec] = {}
+    for file, spec in loaded.items():
+        issues = workflow_cycles(spec, list(loaded.values()))
+        if issues:
+            logger.warning("skipping workflow %s: %s: %s (at %s)", file, issues[0].code, issues[0].message,
+                           issues[0].pointer)
+        else:
+            kept[file] = spec
+    return kept
 
 
 __all__ = ["WORKFLOW_SUFFIXES", "DiscoveryError", "load_tools", "load_workflows", "module_tools"]

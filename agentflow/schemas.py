@@ -2,6 +2,9 @@
 
 ``multipleOf`` is checked in decimal arithmetic: with binary floats ``19.99`` is "not a multiple of
 0.01", though the grammar that produced it (and every reader) says it is.
+
+``$ref`` resolves within the schema (and to the JSON Schema meta-schemas); nothing is fetched. A ``$ref``
+that does not resolve is reported as a violation naming it, never raised.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 import jsonschema
 import jsonschema.validators
+import referencing
+import referencing.exceptions
 
 
 def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Any:
@@ -31,13 +36,22 @@ def _decimal_class(base: Any) -> Any:
     return jsonschema.validators.extend(base, {"multipleOf": _multiple_of})
 
 
+_LOCAL_ONLY: referencing.Registry[Any] = referencing.Registry()
+"""No retrieval: jsonschema adds the meta-schemas to it; any other document is unresolvable."""
+
+
 def _validator(schema: dict[str, Any]) -> Any:
-    return _decimal_class(jsonschema.validators.validator_for(schema))(schema)
+    return _decimal_class(jsonschema.validators.validator_for(schema))(schema, registry=_LOCAL_ONLY)
 
 
 def schema_error(schema: dict[str, Any], value: Any) -> tuple[str, str] | None:
     """The most relevant violation as ``(json_pointer, message)``, or None when ``value`` is valid."""
-    error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
+    try:
+        error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(value))
+    except referencing.exceptions.Unresolvable as exc:
+        ref = getattr(exc, "ref", None) or str(exc)
+        return "/", (f"the schema cannot be checked: a `$ref` to {ref!r} does not resolve within it (other documents "
+                     "are not fetched)")
     if error is None:
         return None
     return "/" + "/".join(str(part) for part in error.absolute_path), error.message

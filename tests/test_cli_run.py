@@ -269,6 +269,37 @@ def test_a_bad_resume_value_exits_2(tmp_path: Path, home: Path) -> None:
     assert_clean(unknown)
 
 
+SUB_PARENT = """
+name: sub_parent
+nodes:
+  - {id: call, kind: workflow, workflow: sub_child}
+output: call
+"""
+
+SUB_CHILD = """
+name: sub_child
+nodes:
+  - {id: ask, kind: interrupt, prompt: "number?", schema: {type: integer}}
+output: ask
+"""
+
+
+def test_resume_without_a_workflow_the_run_needs_exits_2_and_keeps_it_interrupted(tmp_path: Path,
+                                                                                   home: Path) -> None:
+    path = workflow(tmp_path, SUB_PARENT, "sub_parent")
+    (path.parent / "sub_child.yaml").write_text(SUB_CHILD)
+    assert cli(home, "run", str(path), "--run-id", "r-sub").returncode == 3
+    bare = cli(home, "resume", "r-sub", "--value", "5")  # no --workflows: sub_child is unknown
+    assert bare.returncode == 2, bare.stderr
+    assert "'sub_child'" in bare.stderr and "--workflows" in bare.stderr
+    assert_clean(bare)
+    bad = cli(home, "resume", "r-sub", "--value", '"abc"', "--workflows", str(path.parent))
+    assert bad.returncode == 2 and "not of type 'integer'" in bad.stderr  # the child's schema applies
+    done = cli(home, "resume", "r-sub", "--value", "5", "--workflows", str(path.parent))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == 5
+
+
 def test_an_interrupt_on_a_terminal_asks_for_the_value(tmp_path: Path, home: Path) -> None:
     primary, secondary = pty.openpty()
     try:

@@ -42,7 +42,7 @@ CODES = {  # every code docs/workflow-yaml.md documents, except too_large (teste
     "invalid_value", "prompt_or_messages", "conflicting_constraints", "expression_or_prompt", "duplicate_id",
     "unknown_node", "unreachable", "cycle", "edge_from_end", "unknown_variable", "unknown_state_key",
     "unknown_input_field", "template_syntax", "invalid_schema", "invalid_regex", "unknown_tool", "unknown_workflow",
-    "duplicate_trigger",
+    "duplicate_trigger", "workflow_cycle",
 }
 
 

@@ -132,6 +132,64 @@ async def test_switch_runs_one_case_and_skips_the_others(tmp_path: Path, kind: s
     assert record.status == "completed"
 
 
+SWITCH_NAMED_DEFAULT = """
+name: route_default
+input: {type: object, properties: {v: {type: string}}}
+nodes:
+  - {id: pick, kind: switch, expression: input.v, cases: {default: named, x: ex}, default: fallback}
+  - {id: named, kind: tool, tool: echo, args: {value: named}}
+  - {id: ex, kind: tool, tool: echo, args: {value: ex}}
+  - {id: fallback, kind: tool, tool: echo, args: {value: fallback}}
+  - {id: hold, kind: interrupt}
+edges: [{from: named, to: hold}, {from: ex, to: hold}, {from: fallback, to: hold}]
+output: pick
+"""
+
+
+@pytest.mark.parametrize(("value", "ran"), [("zzz", "fallback"), ("default", "named"), ("x", "ex")])
+async def test_a_case_named_default_is_not_the_fallback(tmp_path: Path, value: str, ran: str) -> None:
+    db = tmp_path / "runs.db"
+    async with Runtime(tools=[echo], store=db) as rt:
+        run_id = await rt.start(spec(SWITCH_NAMED_DEFAULT), {"v": value})
+        assert (await rt.wait(run_id)).status == "interrupted"
+    async with Runtime(tools=[echo], store=db) as rt:  # the switch is replayed: it must route the same way
+        await rt.resume(run_id, None)
+        record = await rt.wait(run_id)
+        events = await collect(rt, run_id)
+    assert record.status == "completed", record.error
+    assert record.output == ("default" if value == "zzz" else value)  # the fallback's output stays "default"
+    assert [n for n in names(events, "node.started") if n in ("named", "ex", "fallback")] == [ran]
+
+
+async def test_map_over_a_range() -> None:
+    over_range = spec("""
+name: counted
+nodes:
+  - id: each
+    kind: map
+    over: range(3)
+    body: {nodes: [{id: e, kind: tool, tool: echo, args: {value: "{{ item * 10 }}"}}]}
+output: each
+""")
+    async with Runtime(tools=[echo], store=":memory:") as rt:
+        record = await rt.run(over_range)
+    assert record.status == "completed", record.error
+    assert record.output == [0, 10, 20]
+
+
+async def test_a_start_node_listed_twice_runs_once() -> None:
+    calls: list[str] = []
+
+    def count() -> str:
+        calls.append("a")
+        return "a"
+
+    async with Runtime(tools=[count], store=":memory:") as rt:
+        record = await rt.run(spec("{name: twice, start: [a, a], nodes: [{id: a, kind: tool, tool: count}]}"))
+    assert record.status == "completed", record.error
+    assert calls == ["a"]
+
+
 MAP = """
 name: fan
 input: {type: object, properties: {items: {type: array}}}

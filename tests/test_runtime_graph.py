@@ -56,6 +56,13 @@ def test_several_start_nodes_start_together() -> None:
     assert f.resolve("b", {"c"}) == ["c"]
 
 
+def test_a_start_node_listed_twice_starts_once() -> None:
+    p = plan([tool("a"), tool("b")], [("a", "b")], start=["a", "a"])
+    f = Frontier(p)
+    assert f.initial() == ["a"]
+    assert f.resolve("a", {"b"}) == ["b"]
+
+
 def test_retry_delay_grows_and_is_capped() -> None:
     from agentflow.dsl.ir import RetryPolicy
 

@@ -34,7 +34,7 @@ NODE_KINDS: tuple[str, ...] = NodeKind.__args__  # type: ignore[attr-defined]
 class IRModel(BaseModel):
     """Base of every IR model: unknown fields are errors, aliases and names both accepted."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=False, allow_inf_nan=False)
 
 
 class RetryPolicy(IRModel):
@@ -310,7 +310,7 @@ class WorkflowSpec(IRModel):
     """A whole workflow: the validated Graph IR both front ends produce."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
-    version: int = Field(1, ge=1)
+    version: int = Field(1, ge=1, le=2**31 - 1)
     description: str = ""
     input: dict[str, Any] = Field(default_factory=lambda: {"type": "object"},
                                   description="JSON Schema of the run's input.")

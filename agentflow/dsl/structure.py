@@ -194,7 +194,8 @@ def structure_issues(data: object, exc: ValidationError) -> list[ValidationIssue
     unions: dict[str, list[tuple[ValidationIssue, _Located]]] = {}
     for error in exc.errors():
         code = _error_code(error["type"])
-        where = _walk_loc(data, error["loc"], missing=code in ("missing_field", "missing_kind"))
+        # a missing field's name ends ``loc`` but is not in the data; a node without `kind` is itself the end
+        where = _walk_loc(data, error["loc"], missing=code == "missing_field")
         if code in ("missing_kind", "unknown_kind"):
             where.path.append("kind")
         issue = ValidationIssue(code=code, message=_structure_message(data, error, code, where),

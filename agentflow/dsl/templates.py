@@ -5,7 +5,8 @@
 * an **expression** is a bare Jinja2 expression (``state.n < 3``), evaluated to a Python value.
 
 The sandbox refuses attribute access to internals (``__class__`` and friends); undefined names and
-attributes raise instead of rendering as empty strings. Every error is a :class:`TemplateError`
+attributes raise instead of rendering as empty strings. On a mapping, ``a.b`` reads the key ``b`` when there
+is one (so ``output.items`` is data, never ``dict.items``), else the attribute. Every error is a :class:`TemplateError`
 naming the node and the field.
 """
 
@@ -30,9 +31,18 @@ def _tojson(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, where ``a.b`` on a dict reads the key ``b`` before any attribute: ``output.items`` is
+    the value under ``"items"``, not ``dict.items`` (as :func:`_dotted` reads it too)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def _make_env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                        keep_trailing_newline=True)
+    env = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters["tojson"] = _tojson
     env.globals.update(len=len, min=min, max=max, sorted=sorted, enumerate=enumerate, zip=zip, range=range)
     return env
@@ -139,9 +149,11 @@ def references(source: str, *, expression: bool = False) -> list[tuple[str, str 
     """
     try:
         ast = ENV.parse("{{ (" + source + ") }}" if expression else source)
+        free = jinja2.meta.find_undeclared_variables(ast)  # compiles: an unknown filter or test fails here
+    except jinja2.TemplateAssertionError as exc:
+        raise TemplateError(f"{source!r} does not compile: {exc.message}") from exc
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"syntax error in {source!r}: {exc.message} (line {exc.lineno})") from exc
-    free = jinja2.meta.find_undeclared_variables(ast)
     found: dict[tuple[str, str | None], None] = {}
     attributed: set[str] = set()
     for found_node in ast.find_all((jnodes.Getattr, jnodes.Getitem)):

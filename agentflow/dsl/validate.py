@@ -10,14 +10,20 @@ Structural codes: ``missing_field``, ``unknown_field``, ``unknown_kind``, ``miss
 ``unknown_node``,
 ``unreachable``, ``cycle``, ``edge_from_end``, ``unknown_variable``, ``unknown_state_key``,
 ``unknown_input_field``, ``template_syntax``, ``invalid_schema``, ``invalid_regex``,
-``unknown_tool``, ``unknown_workflow``, ``wrong_type`` (a state default) and ``invalid_value``
-(a reducer that does not fit its key's type, a reserved node id). docs/workflow-yaml.md explains each.
+``unknown_tool``, ``unknown_argument``, ``missing_argument``, ``unknown_workflow``, ``workflow_cycle``,
+``wrong_type`` (a state default) and ``invalid_value`` (a reducer that does not fit its key's type, a
+reserved node id, a node named twice in ``start``). docs/workflow-yaml.md explains each.
+
+What the caller knows widens the checks: ``tools`` as names checks tool names; as a ``ToolRegistry`` (or a
+mapping name -> ``Tool``) a tool node's argument names too. ``workflows`` as names checks workflow names;
+given as ``WorkflowSpec`` objects (or a mapping name -> spec) it also refuses calls that come back around.
+A workflow calling itself is refused in any case.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -42,14 +48,19 @@ from agentflow.dsl.ir import (
     WorkflowNode,
     WorkflowSpec,
 )
+from agentflow.dsl.refs import ref_problems
 from agentflow.dsl.structure import closest, describe_value, json_pointer, structure_issues, suggest
 from agentflow.dsl.templates import ENV, references
+from agentflow.dsl.tool_arguments import argument_names, tool_of
+from agentflow.jsondata import json_problem
 from agentflow.tool import BUILTIN_GROUPS
 
 Locate = Callable[[str], tuple[int, int] | None]
 """Maps a JSON pointer to a 1-based (line, column) in the source, or None."""
 LocateText = Callable[[str, str], tuple[int, int] | None]
 """Maps (JSON pointer of a string, regex) to the (line, column) of the regex's first match inside it."""
+KnownWorkflows = Collection[str | WorkflowSpec]
+"""The registered workflows: names, specs, or a mapping name -> spec (specs let calls be followed)."""
 
 NAMESPACE = ("input", "state")
 MAP_SCOPE = ("item", "index")
@@ -117,6 +128,50 @@ def _levels(spec: WorkflowSpec) -> list[_Level]:
     return levels
 
 
+def _workflow_calls(levels: list[_Level]) -> Iterator[tuple[str, WorkflowNode]]:
+    """Each workflow node, bodies included, with its pointer."""
+    for level in levels:
+        for i, node in enumerate(level.nodes):
+            if isinstance(node, WorkflowNode):
+                yield f"{level.pointer}/nodes/{i}", node
+
+
+def _call_graph(spec: WorkflowSpec, levels: list[_Level],
+                workflows: KnownWorkflows | None) -> tuple[frozenset[str] | None, dict[str, list[str]]]:
+    """The known workflow names (None: unknown), and workflow name -> the names it calls, for ``spec`` and
+    every known spec (``spec`` wins over a known one of the same name: it is the version being checked)."""
+    if workflows is None:
+        return None, {spec.name: [node.workflow for _, node in _workflow_calls(levels)]}
+    items = workflows.values() if isinstance(workflows, Mapping) else workflows
+    names = set(workflows) if isinstance(workflows, Mapping) else set()
+    graph: dict[str, list[str]] = {}
+    for item in items:
+        if isinstance(item, WorkflowSpec):
+            names.add(item.name)
+            graph[item.name] = [node.workflow for _, node in _workflow_calls(_levels(item))]
+        elif isinstance(item, str):
+            names.add(item)
+    graph[spec.name] = [node.workflow for _, node in _workflow_calls(levels)]
+    return frozenset(names), graph
+
+
+def _call_cycle(name: str, graph: dict[str, list[str]], path: list[str], done: set[str]) -> list[str] | None:
+    """The chain of calls from ``path`` through ``name`` that reaches a workflow already on it, if any.
+    ``done`` collects the workflows whose calls are known to end."""
+    if name in path:
+        return [*path, name]
+    if name in done or name not in graph:
+        return None
+    path.append(name)
+    for callee in graph[name]:
+        found = _call_cycle(callee, graph, path, done)
+        if found is not None:
+            return found
+    path.pop()
+    done.add(name)
+    return None
+
+
 @dataclass
 class _Found:
     issue: ValidationIssue
@@ -126,12 +181,12 @@ class _Found:
 class _Checker:
     """Runs every semantic check on a spec and collects what it finds."""
 
-    def __init__(self, spec: WorkflowSpec, tools: Collection[str] | None, workflows: Collection[str] | None):
+    def __init__(self, spec: WorkflowSpec, tools: Collection[str] | None, workflows: KnownWorkflows | None):
         self.spec = spec
         self.tools = tools
-        self.workflows = workflows
         self.found: list[_Found] = []
         self.levels = _levels(spec)
+        self.workflows, self.calls = _call_graph(spec, self.levels, workflows)
         self.where: dict[str, str] = {}  # node id -> label of its level (first occurrence)
         props = spec.input.get("properties")
         self.input_fields = set(props) if isinstance(props, dict) else None
@@ -154,6 +209,7 @@ class _Checker:
             for key, expr in output.items():
                 self.check_text(expr, json_pointer(["output", key]), names, "the workflow output", expression=True)
         self.check_triggers()
+        self.check_calls()
         return self.found
 
     # -- state, schemas, ids ---------------------------------------------------------------------
@@ -181,6 +237,19 @@ class _Checker:
         except jsonschema.exceptions.SchemaError as exc:
             self.add("invalid_schema", ptr + json_pointer(list(exc.path)),
                      f"{what} is not a valid JSON Schema: {exc.message}")
+            return
+        for ref_ptr, why in ref_problems(schema):
+            self.add("invalid_schema", ptr + ref_ptr, f"{what}: {why}")
+
+    def check_calls(self) -> None:
+        """Workflow nodes whose calls come back to a workflow already calling: they would never end."""
+        done: set[str] = set()
+        for ptr, node in _workflow_calls(self.levels):
+            chain = _call_cycle(node.workflow, self.calls, [self.spec.name], done)
+            if chain is not None:
+                self.add("workflow_cycle", ptr + "/workflow", f"node {node.id!r} runs workflow {node.workflow!r}, "
+                         f"and the calls come back around: {' -> '.join(chain)}; a workflow cannot call itself, "
+                         "directly or through others (repeat work with a `loop` node)")
 
     def check_ids(self) -> None:
         first: dict[str, str] = {}
@@ -345,6 +414,7 @@ class _NodeCheck:
         elif isinstance(node, ToolNode):
             self.tool(node.tool, "/tool")
             self.nested(node.args, "/args")
+            self.arguments(node)
         elif isinstance(node, SwitchNode):
             self.text(node.expression, "/expression", expression=True)
             self.text(node.prompt, "/prompt")
@@ -390,6 +460,25 @@ class _NodeCheck:
             self.c.add("unknown_tool", self.ptr + key,
                        f"{self.what} uses tool {name!r}, which is not registered{suggest(name, self.c.tools)}")
 
+    def arguments(self, node: ToolNode) -> None:
+        """The argument names against the tool's parameters, when the tool itself is known. Values are
+        templates, rendered at run time, so only the names are checked."""
+        tool = tool_of(self.c.tools, node.tool)
+        if tool is None:
+            return
+        accepted, required = argument_names(tool)
+        takes = f"it takes {', '.join(sorted(accepted)) or 'none'}" if accepted is not None else ""
+        if accepted is not None:
+            for name in node.args:
+                if name not in accepted:
+                    self.c.add("unknown_argument", self.ptr + "/args" + json_pointer([name]),
+                               f"{self.what}: tool {node.tool!r} has no argument {name!r}{suggest(name, accepted)}; "
+                               f"{takes}")
+        missing = sorted(required - set(node.args))
+        if missing:
+            self.c.add("missing_argument", self.ptr + "/args", f"{self.what}: tool {node.tool!r} needs argument(s) "
+                       f"{', '.join(missing)}, which `args` does not give" + (f"; {takes}" if takes else ""))
+
 
 class _GraphCheck:
     """One level's graph: references to nodes, reachability from ``start``, cycles, edges out of ``end``."""
@@ -422,6 +511,11 @@ class _GraphCheck:
             if node.on_error is not None:
                 self.arc(node.id, node.on_error, ptr + "/on_error", "`on_error`")
         starts = [s for j, s in enumerate(level.start or []) if self.ref(s, f"{level.pointer}/start/{j}", "`start`")]
+        for j, name in enumerate(level.start or []):
+            first = (level.start or []).index(name)
+            if first < j:
+                self.c.add("invalid_value", f"{level.pointer}/start/{j}", f"`start` in {level.label} names {name!r} "
+                           f"twice (also at {level.pointer}/start/{first}); each entry node runs once")
         if level.start is None:
             starts = [level.nodes[0].id]
         elif not level.start:
@@ -501,18 +595,19 @@ class _GraphCheck:
 # Public API
 
 
-def _semantic(spec: WorkflowSpec, tools: Collection[str] | None, workflows: Collection[str] | None) -> list[_Found]:
+def _semantic(spec: WorkflowSpec, tools: Collection[str] | None, workflows: KnownWorkflows | None) -> list[_Found]:
     return _Checker(spec, tools, workflows).run()
 
 
 def validate_spec(spec: WorkflowSpec, *, tools: Collection[str] | None = None,
-                  workflows: Collection[str] | None = None) -> list[ValidationIssue]:
-    """The semantic checks on a built spec; ``tools`` / ``workflows``, when given, are the known names."""
+                  workflows: KnownWorkflows | None = None) -> list[ValidationIssue]:
+    """The semantic checks on a built spec. ``tools``, when given: the known tool names, or a ``ToolRegistry``
+    (arguments are then checked too); ``workflows``: the known workflow names or specs (see module doc)."""
     return [found.issue for found in _semantic(spec, tools, workflows)]
 
 
 def check(spec: WorkflowSpec, *, tools: Collection[str] | None = None,
-          workflows: Collection[str] | None = None) -> WorkflowSpec:
+          workflows: KnownWorkflows | None = None) -> WorkflowSpec:
     """``spec`` itself, or :class:`WorkflowValidationError` listing every semantic problem."""
     issues = validate_spec(spec, tools=tools, workflows=workflows)
     if issues:
@@ -520,8 +615,16 @@ def check(spec: WorkflowSpec, *, tools: Collection[str] | None = None,
     return spec
 
 
+def workflow_cycles(spec: WorkflowSpec, workflows: KnownWorkflows) -> list[ValidationIssue]:
+    """Only the ``workflow_cycle`` check: ``spec``'s workflow nodes whose calls, followed through the specs in
+    ``workflows``, come back to a workflow already calling."""
+    checker = _Checker(spec, None, workflows)
+    checker.check_calls()
+    return [found.issue for found in checker.found]
+
+
 def validate_data(data: object, *, locate: Locate | None = None, tools: Collection[str] | None = None,
-                  workflows: Collection[str] | None = None,
+                  workflows: KnownWorkflows | None = None,
                   locate_text: LocateText | None = None) -> tuple[WorkflowSpec | None, list[ValidationIssue]]:
     """Validate plain data (parsed YAML/JSON): ``(spec, [])`` when valid, else ``(None, every issue)``.
 
@@ -529,9 +632,13 @@ def validate_data(data: object, *, locate: Locate | None = None, tools: Collecti
     ``locate`` adds line and column to each issue from its pointer; ``locate_text`` (optional) places
     a problem inside a multi-line template more precisely.
     """
+    problem = json_problem(data)
     if not isinstance(data, dict):
         found = [_Found(ValidationIssue(code="wrong_type", message="a workflow must be a mapping (name, nodes, "
                                         f"edges, ...), got {describe_value(data)}"))]
+        spec = None
+    elif problem is not None:  # a workflow is stored and served as JSON: .inf, .nan and broken strings cannot be
+        found = [_Found(ValidationIssue(code="not_json", pointer=problem[0], message=problem[1]))]
         spec = None
     else:
         try:
@@ -557,4 +664,5 @@ def _place(found: _Found, locate: Locate | None, locate_text: LocateText | None)
     return issue.model_copy(update={"line": where[0], "column": where[1]})
 
 
-__all__ = ["Locate", "LocateText", "check", "json_pointer", "validate_data", "validate_spec"]
+__all__ = ["KnownWorkflows", "Locate", "LocateText", "check", "json_pointer", "validate_data",
+           "validate_spec", "workflow_cycles"]

@@ -22,7 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from agentflow.dsl.errors import ValidationIssue, WorkflowValidationError
 from agentflow.dsl.ir import WorkflowSpec
-from agentflow.dsl.validate import json_pointer, validate_data
+from agentflow.dsl.validate import KnownWorkflows, json_pointer, validate_data
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _issue(code: str, message: str, where: tuple[int, int]) -> ValidationIssue:
 
 
 def _load(text: str, source: str | None, tools: Collection[str] | None,
-          workflows: Collection[str] | None) -> tuple[WorkflowSpec | None, list[ValidationIssue]]:
+          workflows: KnownWorkflows | None) -> tuple[WorkflowSpec | None, list[ValidationIssue]]:
     doc = _parse(text)
     if doc.issues and doc.issues[0].code != "duplicate_key":  # the text could not be read as data
         spec, issues = None, doc.issues
@@ -206,7 +206,7 @@ def _load(text: str, source: str | None, tools: Collection[str] | None,
 
 
 def validate_yaml(text: str, source: str | None = None, *, tools: Collection[str] | None = None,
-                  workflows: Collection[str] | None = None) -> list[ValidationIssue]:
+                  workflows: KnownWorkflows | None = None) -> list[ValidationIssue]:
     """Every problem in a YAML workflow, each with line and column; an empty list when it is valid.
 
     Never raises for bad input: syntax errors are issues too (``yaml_syntax``).
@@ -215,7 +215,7 @@ def validate_yaml(text: str, source: str | None = None, *, tools: Collection[str
 
 
 def load_yaml(text: str, *, source: str | None = None, tools: Collection[str] | None = None,
-              workflows: Collection[str] | None = None) -> WorkflowSpec:
+              workflows: KnownWorkflows | None = None) -> WorkflowSpec:
     """The workflow in ``text``, or :class:`WorkflowValidationError` listing every problem with its line."""
     spec, issues = _load(text, source, tools, workflows)
     if spec is None:
@@ -224,7 +224,7 @@ def load_yaml(text: str, *, source: str | None = None, tools: Collection[str] | 
 
 
 def load_workflow(path: str | Path, *, tools: Collection[str] | None = None,
-                  workflows: Collection[str] | None = None) -> WorkflowSpec:
+                  workflows: KnownWorkflows | None = None) -> WorkflowSpec:
     """Read and validate a ``.yaml`` / ``.yml`` / ``.json`` workflow file.
 
     Raises ``FileNotFoundError`` when there is no such file, ``ValueError`` for another suffix, and

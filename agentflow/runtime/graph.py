@@ -43,7 +43,7 @@ class Plan:
         for targets in out.values():
             for target, _ in targets:
                 incoming[target] += 1
-        entry = tuple(start) if start else (nodes[0].id,)
+        entry = tuple(dict.fromkeys(start)) if start else (nodes[0].id,)  # each start node runs once
         return cls(by_id, entry, {k: tuple(v) for k, v in out.items()}, incoming)
 
     def live_targets(self, node_id: str, *, outcome: Literal["ok", "error"],
@@ -74,7 +74,7 @@ class Frontier:
         self.live_in = dict.fromkeys(self.plan.nodes, 0)
 
     def initial(self) -> list[str]:
-        """The start nodes (they run first, whatever else points at them)."""
+        """The start nodes, each once (they run first, whatever else points at them)."""
         for node_id in self.plan.start:
             self.pending[node_id] = 0
         return list(self.plan.start)

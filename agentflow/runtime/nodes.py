@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, ItemsView, KeysView, ValuesView
 from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
@@ -92,10 +92,17 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON-ready copy of a tool's or function's result (pydantic models, dataclasses, sets ...)."""
+    """A JSON-ready copy of a tool's or function's result (pydantic models, dataclasses, sets, tuples,
+    iterators ...); a ``range`` or a dict view becomes a list, other unknown objects their ``str``."""
     if type(value) in _SCALARS:  # most results; as they are (a float's nan/inf included, as pydantic keeps them)
         return value
-    return to_jsonable_python(value, fallback=str)
+    return to_jsonable_python(value, fallback=_fallback)
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, range | KeysView | ValuesView | ItemsView):
+        return to_jsonable_python(list(value), fallback=_fallback)
+    return str(value)
 
 
 def sampling_for(node_sampling: Sampling | None, defaults: Defaults) -> Sampling:

@@ -17,10 +17,11 @@ their checkpoints (``recover=True``, the default).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from agentflow.dsl.ir import WorkflowSpec
+from agentflow.dsl.ir import WorkflowNode, WorkflowSpec
 from agentflow.llm.base import LLM
 from agentflow.runtime.bus import EventBus
 from agentflow.runtime.errors import NoLLMError, RunNotFoundError, RunStateError, WorkflowNotFoundError
@@ -44,6 +45,7 @@ from agentflow.runtime.events import (
     RunResumed,
     RunStarted,
 )
+from agentflow.runtime.paths import node_at
 from agentflow.runtime.run import NodeFailure, RunExecution, Services, check_against, validate_input
 from agentflow.runtime.store import FINISHED, RunRecord, RunStore, open_store
 from agentflow.tool import Tool, ToolRegistry
@@ -93,6 +95,9 @@ class Runtime:
         self._recover = recover
         self.bus = EventBus()
         self._live: dict[str, _Live] = {}
+        self._resuming: set[tuple[str, str | None]] = set()
+        """(run id, interrupt path) of resumes between their checks and their delivery; (run id, None) while a
+        stored run is being loaded to resume."""
         self._spec_cache: dict[int, tuple[WorkflowSpec, dict[str, Any]]] = {}
         self._tg: TaskGroup | None = None
 
@@ -129,14 +134,20 @@ class Runtime:
     # -- registry ----------------------------------------------------------------------------------
 
     def register(self, workflow: Any) -> WorkflowSpec:
-        """Register a workflow: a ``WorkflowSpec``, or a builder ``Workflow`` (its Python tools come along)."""
+        """Register a workflow: a ``WorkflowSpec``, or a builder ``Workflow`` (its Python tools and the
+        ``Workflow`` objects its ``workflow`` nodes run come along)."""
+        return self._register(workflow, set())
+
+    def _register(self, workflow: Any, seen: set[int]) -> WorkflowSpec:
         if isinstance(workflow, WorkflowSpec):
             spec = workflow
         else:
+            seen.add(id(workflow))  # a workflow that calls itself (or its caller) is registered once
             spec = workflow.build()
             self.tools = self.tools.merged(workflow.tools)
             for sub in getattr(workflow, "subworkflows", {}).values():
-                self.register(sub)
+                if id(sub) not in seen:
+                    self._register(sub, seen)
         self.workflows[spec.name] = spec
         return spec
 
@@ -298,23 +309,42 @@ class Runtime:
         """Give a value to the run's pending interrupt (``node`` picks one when several wait)."""
         tg, store = self._require_open()
         live = self._live.get(run_id)
+        # A resume claims its interrupt before its first await, so of concurrent resumes exactly one delivers;
+        # the others are refused (not told 202 while another value wins). A run loaded from the store is
+        # claimed whole (None) until it is live.
+        if (run_id, None) in self._resuming:
+            raise RunStateError(f"run {run_id!r} is being resumed by another request")
         if live is not None:
-            waiting = list(live.execution.waiters)
+            waiters = list(live.execution.waiters)
+            waiting = [p for p in waiters if (run_id, p) not in self._resuming]
+            taken = (node in waiters and node not in waiting) if node is not None else (bool(waiters) and not waiting)
+            if taken:
+                raise RunStateError(f"run {run_id!r} is being resumed by another request")
             path = self._pick_interrupt(run_id, waiting, node)
-            self._check_resume_value(live.execution.spec, path, value)
-            await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
-            live.execution.deliver(path, value)
+            with self._claim(run_id, path):
+                self._check_resume_value(live.execution.spec, path, value)
+                await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
+                live.execution.deliver(path, value)
             return
-        record = await self.get_run(run_id)
-        if record.status != "interrupted" or not record.interrupt:
-            raise RunStateError(f"run {run_id!r} is {record.status}, not waiting at an interrupt")
-        path = self._pick_interrupt(run_id, [record.interrupt["node"]], node)
-        execution = await self._load(record)
-        self._check_resume_value(execution.spec, path, value)
-        execution.resume_values[path] = value
-        await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
-        self._launch(tg, execution)
+        with self._claim(run_id, None):
+            record = await self.get_run(run_id)
+            if record.status != "interrupted" or not record.interrupt:
+                raise RunStateError(f"run {run_id!r} is {record.status}, not waiting at an interrupt")
+            path = self._pick_interrupt(run_id, [record.interrupt["node"]], node)
+            execution = await self._load(record)
+            self._check_resume_value(execution.spec, path, value)
+            execution.resume_values[path] = value
+            await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
+            self._launch(tg, execution)
         execution.emit(RunResumed, node=path)
+
+    @contextlib.contextmanager
+    def _claim(self, run_id: str, path: str | None) -> Iterator[None]:
+        self._resuming.add((run_id, path))
+        try:
+            yield
+        finally:
+            self._resuming.discard((run_id, path))
 
     @staticmethod
     def _pick_interrupt(run_id: str, waiting: list[str], node: str | None) -> str:
@@ -322,22 +352,40 @@ class Runtime:
             if node not in waiting:
                 raise RunStateError(f"run {run_id!r} is not waiting at {node!r} (waiting: {waiting})")
             return node
+        if not waiting:
+            raise RunStateError(f"run {run_id!r} is not waiting at an interrupt")
         if len(waiting) != 1:
             raise RunStateError(f"run {run_id!r} is waiting at {len(waiting)} interrupts {waiting}; name one")
         return waiting[0]
 
-    @staticmethod
-    def _check_resume_value(spec: WorkflowSpec, path: str, value: Any) -> None:
+    def _check_resume_value(self, spec: WorkflowSpec, path: str, value: Any) -> None:
+        """Check ``value`` against the schema of the interrupt at ``path``, in ``spec`` or in a
+        sub-workflow it calls."""
         from agentflow.dsl.ir import InterruptNode
         from agentflow.runtime.agent import APPROVAL_MARK, APPROVAL_SCHEMA
 
         if APPROVAL_MARK in path:
             check_against(APPROVAL_SCHEMA, value, f"approval for {path!r}")
             return
-        node_id = path.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
-        for node in _walk(spec.nodes):
-            if node.id == node_id and isinstance(node, InterruptNode) and node.value_schema:
-                check_against(node.value_schema, value, f"resume value for {path!r}")
+        node = node_at(spec, path, self.workflows.get)
+        if isinstance(node, InterruptNode) and node.value_schema:
+            check_against(node.value_schema, value, f"resume value for {path!r}")
+
+    def _missing_workflows(self, spec: WorkflowSpec) -> list[str]:
+        """The workflows that ``spec``'s workflow nodes call (directly or through sub-workflows) and
+        that are not registered."""
+        missing: list[str] = []
+        seen, todo = {spec.name}, [spec]
+        while todo:
+            for node in _walk(todo.pop().nodes):
+                if isinstance(node, WorkflowNode) and node.workflow not in seen:
+                    seen.add(node.workflow)
+                    sub = self.workflows.get(node.workflow)
+                    if sub is None:
+                        missing.append(node.workflow)
+                    else:
+                        todo.append(sub)
+        return missing
 
     async def _load(self, record: RunRecord) -> RunExecution:
         """Rebuild a run's execution from its checkpoints and event log."""
@@ -346,6 +394,11 @@ class Runtime:
             raise RunStateError(f"run {record.run_id!r} has no stored workflow; cannot resume")
         spec = WorkflowSpec.model_validate(record.spec)
         self.workflows.setdefault(spec.name, spec)
+        missing = self._missing_workflows(spec)
+        if missing:  # refused before the run changes: it would fail at the first call
+            known = ", ".join(sorted(self.workflows))
+            raise WorkflowNotFoundError(f"run {record.run_id!r} calls workflow(s) {', '.join(map(repr, missing))}, "
+                                        f"which are not registered (registered: {known}); the run is unchanged")
         records = await self.store.node_records(record.run_id)
         events = await self.store.events(record.run_id)
         done = {r.path for r in records if r.kind != "decision"}

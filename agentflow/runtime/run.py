@@ -21,15 +21,12 @@ nothing completed runs twice, and the node that was in flight re-runs with the s
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import random
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +45,6 @@ from agentflow.dsl.ir import (
     LoopNode,
     MapNode,
     ParallelNode,
-    StateKey,
     SwitchNode,
     ToolNode,
     WorkflowNode,
@@ -67,87 +63,26 @@ from agentflow.runtime.events import (
     RunInterrupted,
     RunResumed,
 )
+from agentflow.runtime.failures import EndRun, NodeFailure, describe, describe_failure, first_error
 from agentflow.runtime.graph import Frontier, Plan
+from agentflow.runtime.state import apply_write, initial_state, stage_writes
 from agentflow.runtime.store import NodeRecord, PendingWrite, RunStore
 from agentflow.runtime.taskgroup import NativeTaskGroup, task_group
 from agentflow.schemas import schema_error
 from agentflow.tool import ToolRegistry
 
-if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport there
-    from exceptiongroup import BaseExceptionGroup
-
 logger = logging.getLogger(__name__)
-
-
-class EndRun(Exception):
-    """Raised by an ``end`` node; caught by the frame (workflow or sub-workflow) it belongs to."""
-
-    def __init__(self, frame: Frame) -> None:
-        self.frame = frame
-
-
-class NodeFailure(Exception):
-    """A node failed for good with no ``on_error`` edge: the run fails."""
-
-    def __init__(self, path: str, error: BaseException) -> None:
-        self.path = path
-        self.error = error
-        super().__init__(f"node {path!r} failed: {type(error).__name__}: {error}")
 
 
 YIELD_EVERY_S = 0.0005
 """A run yields to the event loop at its barrier at least this often (see ``RunExecution.durable``)."""
 
+FALLBACK = "!fallback"
+"""Suffix of the decision that says a switch took its ``default`` (needed when a case is named ``default`` too)."""
 
-@contextmanager
-def first_error() -> Iterator[None]:
-    """Task groups raise exception groups; a run wants the one error that matters: an ``EndRun`` first,
-    then a ``NodeFailure``, then whatever came first."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        flat = list(_leaves(group))
-        for kind in (EndRun, NodeFailure):
-            for exc in flat:
-                if isinstance(exc, kind):
-                    raise exc from None
-        raise flat[0] from None
-
-
-def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
-def initial_state(spec: WorkflowSpec) -> dict[str, Any]:
-    return {key: copy.deepcopy(declared.default) if declared.default is not None else _empty(declared)
-            for key, declared in spec.state.items()}
-
-
-def _empty(declared: StateKey) -> Any:
-    if declared.reducer == "append" or declared.type == "array":
-        return []
-    if declared.reducer == "merge" or declared.type == "object":
-        return {}
-    return None
-
-
-def apply_write(spec: WorkflowSpec, state: dict[str, Any], key: str, value: Any) -> None:
-    """Apply one write to ``state`` with the key's reducer (undeclared keys are replaced)."""
-    declared = spec.state.get(key)
-    reducer = declared.reducer if declared else "replace"
-    if reducer == "append":
-        current = state.get(key) or []
-        state[key] = [*current, *value] if isinstance(value, list) else [*current, value]
-    elif reducer == "merge":
-        if not isinstance(value, dict):
-            raise NodeError(f"state key {key!r} merges dicts, got {type(value).__name__}")
-        state[key] = {**(state.get(key) or {}), **value}
-    else:
-        state[key] = value
+MAX_WORKFLOW_DEPTH = 32
+"""How deeply ``workflow`` nodes may nest (a sub-workflow calling a sub-workflow ...); a deeper call
+fails its node, which stops a workflow that (directly or not) calls itself."""
 
 
 @dataclass
@@ -159,6 +94,17 @@ class Frame:
     state: dict[str, Any]
     prefix: str
     """Path prefix of this frame's nodes and state keys in checkpoints (``""`` at the top)."""
+    caller: Frame | None = None
+    """The frame whose ``workflow`` node called this one (None for the run's own)."""
+
+    def chain(self) -> list[str]:
+        """The workflow names from the run's own down to this one."""
+        names = [self.spec.name]
+        frame = self.caller
+        while frame is not None:
+            names.append(frame.spec.name)
+            frame = frame.caller
+        return names[::-1]
 
 
 @dataclass
@@ -170,6 +116,9 @@ class Scope:
     parent: Scope | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, Any] = field(default_factory=dict)
+    """Handler node id -> the failure (``{node, type, message}``) its ``on_error`` edge brings: each
+    handler sees the error of the node that leads to it, bound as ``error`` while it runs."""
 
     def child(self, prefix: str, **variables: Any) -> Scope:
         return Scope(self.frame, prefix, self, {}, variables)
@@ -211,6 +160,9 @@ class RunExecution:
         self.done: dict[str, NodeRecord] = {}
         self.decisions: dict[str, Any] = {}
         self.resume_attempts = dict(attempts or {})
+        self._rounds: dict[str, int] = {}
+        """Path -> first attempt number of its next round of tries: a node that failed for good inside a
+        composite body, should the composite be retried (attempt numbers, and so idempotency keys, go on)."""
         self.resume_values: dict[str, Any] = {}
         self.waiters: dict[str, anyio.Event] = {}
         self.frame = Frame(spec, run_input, initial_state(spec), "")
@@ -273,13 +225,13 @@ class RunExecution:
                 commits.popleft()
                 error = head.error()
                 if error is not None:
-                    raise CheckpointLost(f"a checkpoint of this run was not stored: {_describe(error)}") from error
+                    raise CheckpointLost(f"a checkpoint of this run was not stored: {describe(error)}") from error
                 continue
             newest = commits[min(limit - 1 - first, len(commits) - 1)][1]
             try:
                 await newest.wait()
             except Exception as exc:
-                raise CheckpointLost(f"a checkpoint of this run was not stored: {_describe(exc)}") from exc
+                raise CheckpointLost(f"a checkpoint of this run was not stored: {describe(exc)}") from exc
             self._yielded_at = time.monotonic()
         now = time.monotonic()
         if now - self._yielded_at >= YIELD_EVERY_S:
@@ -368,63 +320,83 @@ class RunExecution:
         path = scope.prefix + node.id
         record = self.done.get(path)
         if record is None:
-            record = await self._attempts(node, path, scope, ticket)
+            error = scope.errors.get(node.id)
+            node_scope = scope if error is None else scope.child(scope.prefix, error=error)
+            record = await self._attempts(node, path, node_scope, ticket)
         return self._settle(plan, node, record, scope)
 
     def _settle(self, plan: Plan, node: AnyNode, record: NodeRecord, scope: Scope) -> set[str]:
         scope.outputs[node.id] = record.output
         if record.kind == "failed":
-            scope.vars["error"] = record.output
+            if node.on_error is not None:  # several failures may lead to one handler: it sees the first
+                scope.errors.setdefault(node.on_error, record.output)
             return plan.live_targets(node.id, outcome="error")
         if isinstance(node, EndNode):
             raise EndRun(scope.frame)
         case_target = None
         if isinstance(node, SwitchNode):
-            case_target = node.cases.get(record.output, node.default)
+            fell_back = record.output not in node.cases or self.recall(scope.prefix + node.id + FALLBACK)[1] is True
+            case_target = node.default if fell_back else node.cases[record.output]
         return plan.live_targets(node.id, outcome="ok", case_target=case_target)
 
     async def _attempts(self, node: AnyNode, path: str, scope: Scope, ticket: int) -> NodeRecord:
+        """Try ``node`` until it succeeds or its retries run out. A failure inside a composite node's
+        body (a ``NodeFailure`` from a map item, a branch, a sub-workflow ...) is the composite's own
+        failure: its ``retry`` runs the body again and its ``on_error`` handles it."""
         defaults = scope.frame.spec.defaults
         policy = node.retry or defaults.retry
         timeout = node.timeout or defaults.timeout
-        attempt = self.resume_attempts.pop(path, 1)
+        first = self._rounds.pop(path, 1)
+        attempt = max(first, self.resume_attempts.pop(path, 1))
         while True:
             self.emit(NodeStarted, node=path, attempt=attempt, kind=node.kind)
             started = time.monotonic()
             try:
-                if timeout:
-                    with anyio.fail_after(timeout):
-                        output = leaf.jsonable(await self.execute_kind(node, path, attempt, scope, ticket))
-                else:
-                    output = leaf.jsonable(await self.execute_kind(node, path, attempt, scope, ticket))
+                output = await self._attempt(node, path, attempt, scope, ticket, timeout)
                 writes = self._writes(node, output, scope)
-            except (EndRun, NodeFailure, CheckpointLost):
+                staged = stage_writes(scope.frame.spec, scope.frame.state, writes, path)
+            except (EndRun, CheckpointLost):
                 raise
             except Exception as exc:
-                error: Exception = exc
-                if isinstance(exc, TimeoutError) and timeout:
-                    error = NodeTimeoutError(f"timed out after {timeout:g} s", node=path)
-                if attempt < policy.max_attempts:
-                    delay = policy.delay(attempt, random.random())
-                    self.emit(NodeRetrying, node=path, attempt=attempt, error=_describe(error), delay=delay)
+                failure = exc if isinstance(exc, NodeFailure) else NodeFailure(path, exc)
+                if attempt - first + 1 < policy.max_attempts:
+                    delay = policy.delay(attempt - first + 1, random.random())
+                    self.emit(NodeRetrying, node=path, attempt=attempt, error=describe_failure(failure, path),
+                              delay=delay)
                     await anyio.sleep(delay)
                     attempt += 1
                     continue
-                if node.on_error is None:
-                    self.emit(NodeFailed, node=path, attempt=attempt, error=_describe(error),
-                              error_type=type(error).__name__)
-                    raise NodeFailure(path, error) from error
-                info = {"node": path, "type": type(error).__name__, "message": str(error)}
-                record = NodeRecord(self.run_id, path, "failed", attempt, output=info)
-                self.checkpoint(record, NodeFailed, error=_describe(error), error_type=type(error).__name__,
-                                handled=True)
-                return record
-            for key, value in writes:
-                apply_write(scope.frame.spec, scope.frame.state, key, value)
+                return self._failed(node, path, attempt, failure)
+            scope.frame.state.update(staged)
             record = NodeRecord(self.run_id, path, "completed", attempt, output=output,
                                 writes=[(scope.frame.prefix + key, value) for key, value in writes])
             self.checkpoint(record, NodeCompleted, output=output, duration=time.monotonic() - started)
             return record
+
+    async def _attempt(self, node: AnyNode, path: str, attempt: int, scope: Scope, ticket: int,
+                       timeout: float | None) -> Any:
+        """One attempt's output. ``NodeTimeoutError`` only when the node's own deadline fired: a
+        ``TimeoutError`` raised by a tool is that tool's failure."""
+        if not timeout:
+            return leaf.jsonable(await self.execute_kind(node, path, attempt, scope, ticket))
+        with anyio.move_on_after(timeout):
+            return leaf.jsonable(await self.execute_kind(node, path, attempt, scope, ticket))
+        raise NodeTimeoutError(f"timed out after {timeout:g} s", node=path)
+
+    def _failed(self, node: AnyNode, path: str, attempt: int, failure: NodeFailure) -> NodeRecord:
+        """``node`` failed for good: checkpoint the failure for its ``on_error`` handler, or raise it."""
+        error = failure.error
+        fields = {"error": describe_failure(failure, path), "error_type": type(error).__name__}
+        if node.on_error is None:
+            self.emit(NodeFailed, node=path, attempt=attempt, **fields)
+            self._rounds[path] = attempt + 1  # should an enclosing composite be retried
+            if failure.path == path:
+                raise failure from error
+            raise failure
+        info = {"node": failure.path, "type": type(error).__name__, "message": str(error)}
+        record = NodeRecord(self.run_id, path, "failed", attempt, output=info)
+        self.checkpoint(record, NodeFailed, handled=True, **fields)
+        return record
 
     def _writes(self, node: AnyNode, output: Any, scope: Scope) -> list[tuple[str, Any]]:
         if node.writes is None:
@@ -449,7 +421,7 @@ class RunExecution:
             return await leaf.choose_case(node, ns, call)
         if isinstance(node, SwitchNode):
             assert node.expression is not None
-            return self._switch_case(node, evaluate(node.expression, ns, node=node.id, field="expression"))
+            return self._switch_case(node, path, evaluate(node.expression, ns, node=node.id, field="expression"))
         if isinstance(node, ParallelNode):
             return await self._parallel(node, path, scope)
         if isinstance(node, MapNode):
@@ -457,7 +429,7 @@ class RunExecution:
         if isinstance(node, LoopNode):
             return await self._loop(node, path, scope)
         if isinstance(node, WorkflowNode):
-            return await self._subworkflow(node, path, ns)
+            return await self._subworkflow(node, path, scope.frame, ns)
         if isinstance(node, InterruptNode):
             return await self._interrupt(node, path, ns)
         assert isinstance(node, EndNode)
@@ -465,10 +437,13 @@ class RunExecution:
 
     # -- control-flow kinds ------------------------------------------------------------------------
 
-    @staticmethod
-    def _switch_case(node: SwitchNode, value: Any) -> str:
+    def _switch_case(self, node: SwitchNode, path: str, value: Any) -> str:
+        """The case ``value`` selects, or ``"default"`` when none does and the switch has a ``default``.
+        When a case is also named ``default``, which of the two was taken is recorded (for a resumed run)."""
         key = value if isinstance(value, str) else json.dumps(value)
         if key in node.cases or node.default is not None:
+            if "default" in node.cases and node.default is not None:
+                self.remember(path + FALLBACK, key not in node.cases)
             return key if key in node.cases else "default"
         raise NodeError(f"no case matches {key!r} (cases: {sorted(node.cases)}) and there is no default", node=node.id)
 
@@ -517,14 +492,18 @@ class RunExecution:
                 break
         return last
 
-    async def _subworkflow(self, node: WorkflowNode, path: str, ns: dict[str, Any]) -> Any:
+    async def _subworkflow(self, node: WorkflowNode, path: str, caller: Frame, ns: dict[str, Any]) -> Any:
+        chain = [*caller.chain(), node.workflow]
+        if len(chain) - 1 > MAX_WORKFLOW_DEPTH:
+            raise NodeError(f"workflow nodes nest deeper than {MAX_WORKFLOW_DEPTH} levels (does a workflow call "
+                            f"itself?): {' -> '.join(chain[:4])} -> ... -> {' -> '.join(chain[-4:])}", node=path)
         spec = self.services.workflow_for(node.workflow)
         sub_input = render_value(node.input, ns, node=node.id, field="input")
         validate_input(spec, sub_input)
         prefix = f"{path}/"
         frame = self._frames.get(prefix)
         if frame is None:
-            frame = Frame(spec, sub_input, initial_state(spec), prefix)
+            frame = Frame(spec, sub_input, initial_state(spec), prefix, caller)
             for key, value in self._pending_writes.pop(prefix, []):
                 apply_write(spec, frame.state, key, value)
             self._frames[prefix] = frame
@@ -585,10 +564,6 @@ def check_against(schema: dict[str, Any], value: Any, what: str) -> None:
     error = schema_error(schema, value)
     if error is not None:
         raise InvalidInputError(f"{what} does not match its schema at {error[0]}: {error[1]}")
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
 
 
 __all__ = ["EndRun", "Frame", "NodeFailure", "RunExecution", "Scope", "Services", "apply_write", "check_against",

@@ -1,0 +1,55 @@
+"""What a value must be to travel as JSON through agentflow: stored, streamed, sent to a model.
+
+Python's ``json`` module reads more than JSON: ``NaN``, ``Infinity`` and ``1e999`` (an infinite
+float), and ``"\\ud800"``, a string holding half of a UTF-16 surrogate pair, which no UTF-8 encoder
+can write. Both come back to bite later, far from the request that brought them: a row the store
+cannot serialise, a listing that fails for every reader, a run that fails at its checkpoint. So
+values from outside (request bodies, webhook payloads, workflow files) are checked at the door with
+:func:`json_problem`, and refused there with the place of the problem.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["json_problem"]
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def json_problem(value: Any, pointer: str = "") -> tuple[str, str] | None:
+    """The first place in ``value`` that JSON cannot carry, as ``(json_pointer, what is wrong)``, or None.
+
+    Looks for non-finite floats and strings (values or keys) with lone surrogates. Walks without
+    recursion, so a deeply nested value is no problem here."""
+    stack: list[tuple[str, Any]] = [(pointer, value)]
+    while stack:
+        where, item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                return where, f"{item!r} is not a JSON number (numbers must be finite)"
+        elif kind is str:
+            if not item.isascii() and _lone_surrogate(item):
+                return where, "the string holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text"
+        elif isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                if isinstance(key, str) and not key.isascii() and _lone_surrogate(key):
+                    return where, "a key holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text"
+                stack.append((f"{where}/{_escape(str(key))}", child))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}/{i}", child) for i, child in reversed(list(enumerate(item))))
+        elif isinstance(item, float) and not math.isfinite(item):
+            return where, f"{item!r} is not a JSON number (numbers must be finite)"
+    return None
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
