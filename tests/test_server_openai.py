@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import anyio
 import httpx
 import jsonschema
 import openai
@@ -167,6 +168,61 @@ def test_tool_calls_reassembled_from_stream_deltas(client: openai.OpenAI) -> Non
     assert plain.choices[0].finish_reason == "tool_calls" and message.tool_calls
     assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == \
         [(c["name"], json.loads(c["arguments"])) for c in calls.values()]  # type: ignore[union-attr]
+
+
+def test_a_tool_call_cut_by_max_tokens_is_the_same_with_and_without_streaming(client: openai.OpenAI) -> None:
+    """The non-streaming answer used to drop a call cut off by max_tokens that the stream had sent."""
+    ask: Any = {"model": "demo", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS,
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "max_tokens": 12,
+                "seed": 1, "temperature": 0}
+    streamed: dict[int, dict[str, str]] = {}
+    finish = None
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        choice = chunk.choices[0]
+        finish = choice.finish_reason or finish
+        for delta in choice.delta.tool_calls or ():
+            assert delta.function is not None
+            if delta.id is not None:
+                streamed[delta.index] = {"id": delta.id, "name": delta.function.name or "", "arguments": ""}
+            streamed[delta.index]["arguments"] += delta.function.arguments or ""
+    assert finish == "length" and streamed  # the call began and was cut
+    plain = client.chat.completions.create(**ask)
+    assert plain.choices[0].finish_reason == "length"
+    calls = plain.choices[0].message.tool_calls
+    assert calls and [(c.function.name, c.function.arguments) for c in calls] == \
+        [(c["name"], c["arguments"]) for c in streamed.values()]  # type: ignore[union-attr]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(calls[0].function.arguments)  # type: ignore[union-attr]  # incomplete, as OpenAI's are
+
+
+def test_a_schema_the_grammar_engine_cannot_follow_fails_alone(url: str) -> None:
+    """A pattern that blows up llguidance's parser mid-output used to end every request in the engine's batch
+    (503s, other tenants' runs failed). Now that request gets its own error and the others finish."""
+    blowup = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string",
+                                                                            "pattern": "^(c{999}){1001}$"}}}
+
+    async def main() -> tuple[httpx.Response, list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            async def plain() -> httpx.Response:
+                return await http.post("/v1/chat/completions", json={"model": "demo", "messages": HI, "max_tokens": 24,
+                                                                     "temperature": 0})
+            async with anyio.create_task_group() as tg:
+                others: list[httpx.Response] = []
+
+                async def other() -> None:
+                    others.append(await plain())
+
+                for _ in range(3):
+                    tg.start_soon(other)
+                bad = await http.post("/v1/chat/completions", json={"model": "demo", "messages": HI, "max_tokens": 24,
+                                                                    "response_format": blowup})
+            return bad, others
+
+    bad, others = anyio.run(main)
+    assert bad.status_code in (400, 422), bad.text
+    assert bad.json()["error"]["param"] in ("response_format", "constraint") and "too many" in bad.text
+    assert [r.status_code for r in others] == [200, 200, 200]
+    assert all(r.json()["choices"][0]["finish_reason"] == "length" for r in others)
 
 
 def test_tool_choice_named_none_and_parallel(client: openai.OpenAI) -> None:

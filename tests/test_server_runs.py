@@ -323,8 +323,8 @@ def test_workflow_registry_versions(client: httpx.Client) -> None:
 
 def test_hostile_requests_get_clear_errors(client: httpx.Client) -> None:
     run_id = client.post("/v1/workflows/steps/runs?wait=true", json={"input": {"n": 0}}).json()["run_id"]
-    for header in ("9" * 40, "-1", "1e3", str(2**63)):
-        r = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": header})
+    for header in ("9" * 40, "-1", "1e3", str(2**63), "\u00b2", "1\u00b3"):  # ² and ³ are str.isdigit()
+        r = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": header.encode("latin-1")})
         assert r.status_code == 400 and r.json()["error"]["param"] == "Last-Event-ID", header
     assert client.get(f"/v1/runs/{run_id}/events", params={"after": 2**63}).status_code == 422
     deep = "[" * 100_000 + "]" * 100_000
@@ -334,6 +334,106 @@ def test_hostile_requests_get_clear_errors(client: httpx.Client) -> None:
     assert client.post("/v1/workflows/steps/runs", json={"input": {"n": 1}},
                        headers={"Idempotency-Key": "k" * 300}).status_code == 400
     assert client.get("/health").status_code == 200
+
+
+def test_bodies_json_cannot_carry_are_refused_and_leave_nothing_behind(client: httpx.Client) -> None:
+    """NaN / Infinity / 1e999 and lone surrogates parse in Python's json but break storing and serving later: a
+    run created with one made every later listing fail. They are 400s now, and the listings stay readable."""
+    json_type = {"content-type": "application/json"}
+    before = client.get("/v1/runs", params={"limit": 200}).json()["data"]
+    for raw in ('{"input": {"n": 1, "x": NaN}}', '{"input": {"n": 1, "x": Infinity}}', '{"input": {"n": 1e999}}',
+                '{"input": {"n": 1, "note": "\\ud800"}}'):
+        r = client.post("/v1/workflows/steps/runs", content=raw, headers=json_type)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", (raw, r.text)
+    bad = client.post("/v1/workflows/steps/runs", content='{"input": {"n": 1, "note": "\\udfff"}}', headers=json_type)
+    assert bad.json()["error"]["param"] == "input.note"  # where
+    pair = client.post("/v1/workflows/steps/runs?wait=true", content='{"input": {"n": 1, "e": "\\ud83d\\ude00"}}',
+                       headers=json_type)
+    assert pair.status_code == 200 and pair.json()["status"] == "completed"  # a whole pair is text (😀): accepted
+
+    run_id = client.post("/v1/workflows/approval/runs", json={"input": {"amount": 3}}).json()["run_id"]
+    wait_status(client, run_id, "interrupted")
+    for raw in ('{"value": {"approved": NaN}}', '{"value": {"approved": "\\ud800"}}'):
+        r = client.post(f"/v1/runs/{run_id}/resume", content=raw, headers=json_type)
+        assert r.status_code == 400, r.text
+    assert client.get(f"/v1/runs/{run_id}").json()["status"] == "interrupted"  # the run still waits, unharmed
+    assert client.post(f"/v1/runs/{run_id}/resume", json={"value": {"approved": True}}).status_code == 202
+    assert wait_status(client, run_id, "completed")["output"] == {"approved": True}
+
+    after = client.get("/v1/runs", params={"limit": 200})
+    assert after.status_code == 200 and len(after.json()["data"]) >= len(before)
+
+
+def test_workflows_json_cannot_carry_are_refused_before_they_are_served(client: httpx.Client) -> None:
+    """Registration used to serve a workflow before storing it: one the store refused (a version past int64) was
+    served anyway and gone after a restart, and one with .inf broke its own GET forever."""
+    cases = {
+        "inf_timeout": ("nodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1}, timeout: .inf}\n", "not_json",
+                        "/nodes/0/timeout"),
+        "inf_schema": ("input: {type: object, properties: {n: {type: number, maximum: .inf}}}\n"
+                       "nodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1}}\n", "not_json",
+                       "/input/properties/n/maximum"),
+        "huge_version": ("version: 9223372036854775808\nnodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1}}\n",
+                         "invalid_value", "/version"),
+    }
+    for name, (body, code, pointer) in cases.items():
+        r = client.post("/v1/workflows", content=f"name: {name}\n{body}", headers=YAML)
+        assert r.status_code == 422, (name, r.text)
+        issues = r.json()["error"]["details"]
+        assert [(i["code"], i["pointer"]) for i in issues] == [(code, pointer)], (name, issues)
+        assert client.get(f"/v1/workflows/{name}").status_code == 404
+    ir = {"name": "surrogate", "description": "\ud800", "nodes": [{"id": "a", "kind": "tool", "tool": "tick"}]}
+    raw = json.dumps(ir)  # ensure_ascii: the lone surrogate travels as the escape \ud800
+    r = client.post("/v1/workflows", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert client.get("/v1/workflows/surrogate").status_code == 404
+    assert client.get("/v1/workflows").status_code == 200
+
+
+def test_registration_checks_tool_arguments_and_workflow_calls(client: httpx.Client) -> None:
+    typo = "name: typo\nnodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1, delai: 0}}\n"
+    r = client.post("/v1/workflows", content=typo, headers=YAML)
+    assert r.status_code == 422
+    assert [(i["code"], i["pointer"]) for i in r.json()["error"]["details"]] == [("unknown_argument",
+                                                                                 "/nodes/0/args/delai")]
+    first = "name: ping\nnodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1}}\n"
+    assert client.put("/v1/workflows/ping", content=first, headers=YAML).status_code == 201
+    pong = "name: pong\nnodes:\n  - {id: call, kind: workflow, workflow: ping}\n"
+    assert client.put("/v1/workflows/pong", content=pong, headers=YAML).status_code == 201
+    back = "name: ping\nnodes:\n  - {id: call, kind: workflow, workflow: pong}\n"  # ping -> pong -> ping
+    r = client.put("/v1/workflows/ping", content=back, headers=YAML)
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["code"] == "workflow_cycle"
+    assert "ping -> pong -> ping" in r.json()["error"]["details"][0]["message"]
+    assert client.get("/v1/workflows/ping").json()["version"] == 1  # the served version is unchanged
+    for name in ("ping", "pong"):
+        assert client.delete(f"/v1/workflows/{name}").status_code == 204
+
+
+async def _resume(client: httpx.AsyncClient, run_id: str, i: int, answers: dict[int, httpx.Response]) -> None:
+    answers[i] = await client.post(f"/v1/runs/{run_id}/resume", json={"value": {"approved": i % 2 == 0, "by": i}})
+
+
+def test_concurrent_resumes_one_wins_the_others_are_refused(server: str) -> None:
+    """Every resume that gets 202 is the one whose value the run continues with."""
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=server, headers=ACME, timeout=30) as client:
+            for _ in range(3):
+                run = await client.post("/v1/workflows/approval/runs", json={"input": {"amount": 5}})
+                run_id = run.json()["run_id"]
+                while (await client.get(f"/v1/runs/{run_id}")).json()["status"] != "interrupted":
+                    await anyio.sleep(0.02)
+                answers: dict[int, httpx.Response] = {}
+                async with anyio.create_task_group() as tg:
+                    for i in range(8):
+                        tg.start_soon(_resume, client, run_id, i, answers)
+                won = [i for i, r in answers.items() if r.status_code == 202]
+                assert len(won) == 1, {i: r.status_code for i, r in answers.items()}
+                assert all(r.status_code == 409 for i, r in answers.items() if i not in won)
+                while (done := (await client.get(f"/v1/runs/{run_id}")).json())["status"] != "completed":
+                    await anyio.sleep(0.02)
+                assert done["output"]["by"] == won[0]
+
+    anyio.run(main)
 
 
 def test_registered_workflows_outlive_a_restart(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ checks.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from agentflow.jsondata import json_problem
 from agentflow.server.errors import ApiError, ErrorBody, from_validation
 
 M = TypeVar("M", bound=BaseModel)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+"""A ``\\uD800``-``\\uDFFF`` escape: only then can parsed JSON hold a lone surrogate (UTF-8 input cannot)."""
 Handler = Callable[[Request], Awaitable[Response]]
 Body = type[BaseModel] | str
 ResponseSpec = Body | tuple[Body, ...] | None
@@ -67,17 +71,41 @@ class Endpoint:
         return Route(self.path, self.handler, methods=[self.method], name=self.operation_id or self.handler.__name__)
 
 
-async def body(request: Request, model: type[M]) -> M:
-    """The JSON body as ``model``: 400 if it is not JSON, 422 naming the first bad field."""
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
+
+
+def parse_json(raw: bytes | str, what: str = "the request body", *, lone_surrogates: bool = False) -> Any:
+    """``raw`` parsed as strict JSON: no ``NaN`` / ``Infinity``, no number too large for a float, and (unless
+    ``lone_surrogates``, for callers that replace them) no string escaping half a surrogate pair.
+    Raises ``ApiError`` 400 ``invalid_json`` saying what and where."""
+    try:
+        data = json.loads(raw, parse_float=_finite, parse_constant=_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"{what} is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, f"{what} is nested too deeply", code="invalid_json") from None
+    if not lone_surrogates and _SURROGATE_ESCAPE.search(raw if isinstance(raw, bytes) else raw.encode()):
+        problem = json_problem(data)
+        if problem is not None:
+            raise ApiError(400, f"{what} is not valid JSON: at {problem[0] or '/'}: {problem[1]}",
+                           code="invalid_json", param=problem[0].lstrip("/").replace("/", ".") or None)
+    return data
+
+
+async def body(request: Request, model: type[M], *, lone_surrogates: bool = False) -> M:
+    """The JSON body as ``model``: 400 if it is not JSON (:func:`parse_json`), 422 naming the first bad field."""
     raw = await request.body()
     if not raw.strip():
         raise ApiError(400, "the request body is empty; send a JSON object", code="invalid_json")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
+    data = parse_json(raw, lone_surrogates=lone_surrogates)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

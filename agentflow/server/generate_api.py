@@ -176,7 +176,7 @@ def generate_request(p: GenerateRequest) -> LLMRequest:
 async def generate(request: Request) -> Response:
     started = time.perf_counter()
     state = state_of(request)
-    payload = await body(request, GenerateRequest)
+    payload = await body(request, GenerateRequest, lone_surrogates=True)
     llm = served_llm(state, payload.model)
     llm_request = generate_request(payload)
     params = {name: f"sampling_params.{name}" for name in _SAMPLING}

@@ -31,9 +31,10 @@ from starlette.responses import JSONResponse, Response
 from agentflow.dsl.errors import TemplateError
 from agentflow.dsl.ir import Trigger, WorkflowSpec
 from agentflow.dsl.templates import render, render_value
+from agentflow.jsondata import json_problem
 from agentflow.runtime.errors import InvalidInputError
 from agentflow.runtime.store import RunRecord
-from agentflow.server.endpoint import Endpoint
+from agentflow.server.endpoint import Endpoint, parse_json
 from agentflow.server.errors import ApiError
 from agentflow.server.registry import Registry
 from agentflow.server.runs_api import RunView, idempotent_run_id, owned_run, start_run, view
@@ -109,12 +110,7 @@ def _verify(request: Request, trigger: Trigger, secret: bytes, raw: bytes, toler
 def _payload(raw: bytes) -> Any:
     if not raw.strip():
         raise ApiError(400, "the webhook body is empty; send JSON", code="invalid_json")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the webhook body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise ApiError(400, "the webhook body is nested too deeply", code="invalid_json") from None
+    return parse_json(raw, "the webhook body")
 
 
 def render_input(trigger: Trigger, payload: Any, headers: dict[str, str]) -> dict[str, Any]:
@@ -134,9 +130,13 @@ def render_input(trigger: Trigger, payload: Any, headers: dict[str, str]) -> dic
     if not isinstance(value, dict):
         raise ApiError(422, f"{where} must give a JSON object, got {type(value).__name__}", code="hook_input_error")
     try:
-        value = json.loads(json.dumps(value))
+        value = json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError, RecursionError):
         raise ApiError(422, f"{where} is not plain JSON data", code="hook_input_error") from None
+    problem = json_problem(value)
+    if problem is not None:
+        raise ApiError(422, f"{where} is not plain JSON data: at {problem[0] or '/'}: {problem[1]}",
+                       code="hook_input_error")
     return value  # type: ignore[no-any-return]
 
 

@@ -177,7 +177,7 @@ def _token_logprobs(item: TextDelta) -> list[dict[str, Any]]:
 async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     state = state_of(request)
-    payload = await body(request, ChatCompletionRequest)
+    payload = await body(request, ChatCompletionRequest, lone_surrogates=True)
     served_llm(state, payload.model)
     llm_request = chat_request(payload)
     generation = await _generation(request, state, "chat", llm_request, CHAT_PARAMS, started)
@@ -194,6 +194,7 @@ async def _chat_completion(generation: Generation, meta: dict[str, Any], logprob
     entries: list[dict[str, Any]] = []
     arguments: dict[str, list[str]] = {}  # call id -> its argument fragments, as the model wrote them
     ids: dict[int, str] = {}
+    names: dict[str, str] = {}  # call id -> tool name, in the order the calls began
     result: LLMResult | None = None
     async for item in generation:
         if isinstance(item, TextDelta):
@@ -202,6 +203,7 @@ async def _chat_completion(generation: Generation, meta: dict[str, Any], logprob
         elif isinstance(item, ToolCallDelta):
             if item.id is not None:
                 ids[item.index] = item.id
+                names[item.id] = item.name or ""
             arguments.setdefault(ids.get(item.index, ""), []).append(item.arguments)
         elif isinstance(item, LLMResult):
             result = item
@@ -210,6 +212,11 @@ async def _chat_completion(generation: Generation, meta: dict[str, Any], logprob
               "function": {"name": call.name,
                            "arguments": "".join(arguments.get(call.id, ())) or json.dumps(call.arguments)}}
              for call in result.tool_calls]
+    if result.finish_reason == "length":  # a call cut off by max_tokens: as streamed, arguments incomplete (OpenAI)
+        done = {call.id for call in result.tool_calls}
+        calls += [{"id": call_id, "type": "function",
+                   "function": {"name": name, "arguments": "".join(arguments.get(call_id, ()))}}
+                  for call_id, name in names.items() if call_id not in done]
     text = "".join(texts)
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
@@ -276,7 +283,7 @@ class _Offsets:
 async def completions(request: Request) -> Response:
     started = time.perf_counter()
     state = state_of(request)
-    payload = await body(request, CompletionRequest)
+    payload = await body(request, CompletionRequest, lone_surrogates=True)
     served_llm(state, payload.model)
     llm_request = completion_request(payload)
     generation = await _generation(request, state, "completions", llm_request, COMPLETION_PARAMS, started)

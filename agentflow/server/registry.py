@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
 from pydantic import ValidationError
 
 from agentflow.dsl.ir import WorkflowSpec
@@ -37,6 +38,7 @@ class Registry:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._versions: dict[str, list[Version]] = {}
+        self._lock = anyio.Lock()
 
     def names(self) -> list[str]:
         return sorted(self._versions)
@@ -51,14 +53,29 @@ class Registry:
     def add(self, spec: WorkflowSpec, *, source: str | None, origin: str,
             created_at: float | None = None) -> Version:
         """Register ``spec`` as the next version of its name (its own ``version`` if that is higher)."""
+        entry = self._next(spec, source, origin, created_at)
+        self._commit(entry)
+        return entry
+
+    async def register(self, spec: WorkflowSpec, store: RunStore, *, source: str | None) -> Version:
+        """A version registered over the API: stored first (:meth:`persist`), then served, so a version the
+        store refuses is not served either. One registration at a time, so each gets its own number."""
+        async with self._lock:
+            entry = self._next(spec, source, "api", None)
+            await self.persist(entry, store)
+            self._commit(entry)
+            return entry
+
+    def _next(self, spec: WorkflowSpec, source: str | None, origin: str, created_at: float | None) -> Version:
         previous = self._versions.get(spec.name, [])
         number = max(spec.version, previous[-1].version + 1) if previous else spec.version
         if number != spec.version:
             spec = spec.model_copy(update={"version": number})
-        entry = Version(spec, number, source, origin, created_at=time.time() if created_at is None else created_at)
-        self._versions.setdefault(spec.name, []).append(entry)
-        self._runtime.register(spec)
-        return entry
+        return Version(spec, number, source, origin, created_at=time.time() if created_at is None else created_at)
+
+    def _commit(self, entry: Version) -> None:
+        self._versions.setdefault(entry.spec.name, []).append(entry)
+        self._runtime.register(entry.spec)
 
     def remove(self, name: str) -> bool:
         """Forget every version; runs of it keep going (each holds its own IR)."""

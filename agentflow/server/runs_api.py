@@ -192,7 +192,7 @@ def _last_event_id(request: Request) -> int:
     after = query(request, EventsQuery).after or 0
     header = request.headers.get("last-event-id", "").strip()
     if header:
-        if not header.isdigit() or len(header) > 19 or int(header) > MAX_SEQ:
+        if not (header.isascii() and header.isdigit()) or len(header) > 19 or int(header) > MAX_SEQ:
             raise ApiError(400, f"Last-Event-ID must be an event's id (an integer in [0, {MAX_SEQ}]), "
                            f"got {header[:40]!r}", code="bad_last_event_id", param="Last-Event-ID")
         after = max(after, int(header))

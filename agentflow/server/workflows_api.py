@@ -8,7 +8,6 @@ pointer, and for YAML its line and column.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -17,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from agentflow.dsl.errors import WorkflowValidationError
 from agentflow.dsl.ir import WorkflowSpec
-from agentflow.server.endpoint import Endpoint, query
+from agentflow.server.endpoint import Endpoint, parse_json, query
 from agentflow.server.errors import ApiError
 from agentflow.server.hooks_api import hook_conflicts
 from agentflow.server.registry import Version
@@ -82,13 +81,10 @@ async def _parse(request: Request) -> tuple[WorkflowSpec | None, str | None, lis
         raise ApiError(400, "the request body is empty; send the workflow as YAML", code="empty_body")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     state = state_of(request)
-    known = set(state.runtime.workflows)
-    tools = set(state.runtime.tools.names())
+    known = dict(state.runtime.workflows)  # specs, not just names: calls that come back around are refused
+    tools = state.runtime.tools  # the registry, not just names: tool nodes' argument names are checked too
     if kind == "application/json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        data = parse_json(text)
         spec, issues = validate_data(data, workflows=known, tools=tools)
         return (None if issues else spec), None, [i.model_dump() for i in issues]
     if kind and kind not in YAML_TYPES:
@@ -153,9 +149,8 @@ async def register_workflow(request: Request) -> Response:
     registry = state.registry
     _check_triggers(state, spec, tenant_of(request))
     existed = registry.latest(spec.name) is not None
-    entry = registry.add(spec, source=source, origin="api")
     assert state.runtime.store is not None
-    await registry.persist(entry, state.runtime.store)
+    entry = await registry.register(spec, state.runtime.store, source=source)
     status = 200 if existed else 201
     return JSONResponse(_summary(registry.versions(entry.spec.name)), status_code=status,
                         headers={"Location": f"/v1/workflows/{entry.spec.name}"})
