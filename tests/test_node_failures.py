@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.runtime import Runtime
 from agentflow.runtime.events import EventBase
 from agentflow.tool import ToolContext
+from tests.specs import echo, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -20,14 +20,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def spec(text: str) -> WorkflowSpec:
-    return WorkflowSpec.model_validate(yaml.safe_load(text))
-
-
-def echo(value: Any) -> Any:
-    return value
 
 
 def picky(x: int) -> int:

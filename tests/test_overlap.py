@@ -25,12 +25,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import yaml
 
-from agentflow.dsl.ir import WorkflowSpec
 from agentflow.llm import LLMRequest, LocalEngine, generate
 from agentflow.runtime import Runtime
 from agentflow.runtime.events import EventBase
+from tests.specs import spec
 
 pytestmark = pytest.mark.anyio
 
@@ -41,10 +40,6 @@ RUNS = 16
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def spec(text: str) -> WorkflowSpec:
-    return WorkflowSpec.model_validate(yaml.safe_load(text))
 
 
 @dataclass

@@ -7,12 +7,11 @@ from typing import Any
 
 import anyio
 import pytest
-import yaml
 
-from agentflow.dsl.ir import WorkflowSpec
 from agentflow.runtime import InvalidInputError, RunStateError, Runtime
 from agentflow.runtime.events import EventBase
 from agentflow.tool import ToolContext
+from tests.specs import echo, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -20,10 +19,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def spec(text: str) -> WorkflowSpec:
-    return WorkflowSpec.model_validate(yaml.safe_load(text))
 
 
 async def collect(rt: Runtime, run_id: str, after: int = 0) -> list[EventBase]:
@@ -56,10 +51,6 @@ output: {total: state.total, log: state.log, info: state.info}
 
 def double(x: int) -> int:
     return 2 * x
-
-
-def echo(value: Any) -> Any:
-    return value
 
 
 async def test_chain_state_reducers_and_output(tmp_path: Path) -> None:

@@ -5,10 +5,8 @@ store, plain Python tools."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from agentflow import Workflow
 from agentflow.dsl.ir import WorkflowSpec
@@ -16,6 +14,7 @@ from agentflow.runtime import InvalidInputError, Runtime
 from agentflow.runtime.errors import WorkflowNotFoundError
 from agentflow.runtime.paths import node_at
 from agentflow.runtime.run import MAX_WORKFLOW_DEPTH
+from tests.specs import spec
 
 pytestmark = pytest.mark.anyio
 
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def spec(text: str) -> WorkflowSpec:
-    return WorkflowSpec.model_validate(yaml.safe_load(text))
-
-
-def echo(value: Any) -> Any:
-    return value
 
 
 PING = "{name: ping, nodes: [{id: to_pong, kind: workflow, workflow: pong}]}"

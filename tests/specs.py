@@ -1,0 +1,18 @@
+"""Workflow specs written inline in tests: ``spec(yaml_text)``, and ``echo``, the tool most of them call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from agentflow.dsl.ir import WorkflowSpec
+
+
+def spec(text: str) -> WorkflowSpec:
+    """The IR of a YAML workflow (model validation only: tests of the validator use the loader)."""
+    return WorkflowSpec.model_validate(yaml.safe_load(text))
+
+
+def echo(value: Any) -> Any:
+    return value
