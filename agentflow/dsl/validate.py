@@ -23,9 +23,8 @@ A workflow calling itself is refused in any case.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import jsonschema.exceptions
@@ -36,17 +35,25 @@ from agentflow.dsl.errors import TemplateError, ValidationIssue, WorkflowValidat
 from agentflow.dsl.ir import (
     AgentNode,
     AnyNode,
-    Body,
     EndNode,
     InterruptNode,
     LLMNode,
     LoopNode,
     MapNode,
-    ParallelNode,
     SwitchNode,
     ToolNode,
     WorkflowNode,
     WorkflowSpec,
+)
+from agentflow.dsl.levels import (
+    LOOP_SCOPE,
+    MAP_SCOPE,
+    KnownWorkflows,
+    Level,
+    call_cycle,
+    call_graph,
+    levels_of,
+    workflow_calls,
 )
 from agentflow.dsl.refs import ref_problems
 from agentflow.dsl.structure import closest, describe_value, json_pointer, structure_issues, suggest
@@ -59,12 +66,8 @@ Locate = Callable[[str], tuple[int, int] | None]
 """Maps a JSON pointer to a 1-based (line, column) in the source, or None."""
 LocateText = Callable[[str, str], tuple[int, int] | None]
 """Maps (JSON pointer of a string, regex) to the (line, column) of the regex's first match inside it."""
-KnownWorkflows = Collection[str | WorkflowSpec]
-"""The registered workflows: names, specs, or a mapping name -> spec (specs let calls be followed)."""
 
 NAMESPACE = ("input", "state")
-MAP_SCOPE = ("item", "index")
-LOOP_SCOPE = ("iteration", "last")
 TRIGGER_SCOPE = frozenset({"payload", "headers"})
 """The names a trigger's input templates may use."""
 RESERVED_IDS = frozenset({*NAMESPACE, *MAP_SCOPE, *LOOP_SCOPE, "output", "error", "loop", *ENV.globals})
@@ -76,100 +79,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 
 # --------------------------------------------------------------------------------------------------
 # Meaning: graph levels, names, schemas
-
-
-@dataclass
-class _Level:
-    """One graph level: the workflow's top level or one Body, with what its templates can see."""
-
-    nodes: list[AnyNode]
-    edges: list[Any]
-    start: list[str] | None
-    pointer: str
-    label: str
-    outer: frozenset[str] = frozenset()  # node ids of enclosing levels
-    scope: frozenset[str] = frozenset()  # item/index, iteration/last
-    output: str | None = None
-
-    @cached_property
-    def ids(self) -> dict[str, int]:
-        """Node id -> index of its first node in this level."""
-        found: dict[str, int] = {}
-        for i, node in enumerate(self.nodes):
-            found.setdefault(node.id, i)
-        return found
-
-
-def _bodies(node: AnyNode) -> Iterator[tuple[Body, str, str, tuple[str, ...]]]:
-    """Each body of a composite node: (body, pointer, label, scope variables it binds)."""
-    if isinstance(node, ParallelNode):
-        for name, body in node.branches.items():
-            yield body, json_pointer(["branches", name]), f"branch {name!r} of parallel node {node.id!r}", ()
-    elif isinstance(node, MapNode):
-        yield node.body, "/body", f"the body of map node {node.id!r}", MAP_SCOPE
-    elif isinstance(node, LoopNode):
-        yield node.body, "/body", f"the body of loop node {node.id!r}", LOOP_SCOPE
-
-
-def _levels(spec: WorkflowSpec) -> list[_Level]:
-    top = _Level(list(spec.nodes), list(spec.edges), spec.start, "", "the top level")
-    levels, todo = [], [top]
-    while todo:
-        level = todo.pop(0)
-        levels.append(level)
-        handlers = {n.on_error for n in level.nodes if n.on_error}
-        for i, node in enumerate(level.nodes):
-            node_ptr = f"{level.pointer}/nodes/{i}"
-            for body, sub, label, binds in _bodies(node):
-                outer = (level.outer | set(level.ids)) - {node.id}
-                scope = level.scope | set(binds) | ({"error"} if node.id in handlers else set())
-                todo.append(_Level(list(body.nodes), list(body.edges), body.start, node_ptr + sub, label,
-                                   frozenset(outer), scope, body.output))
-    return levels
-
-
-def _workflow_calls(levels: list[_Level]) -> Iterator[tuple[str, WorkflowNode]]:
-    """Each workflow node, bodies included, with its pointer."""
-    for level in levels:
-        for i, node in enumerate(level.nodes):
-            if isinstance(node, WorkflowNode):
-                yield f"{level.pointer}/nodes/{i}", node
-
-
-def _call_graph(spec: WorkflowSpec, levels: list[_Level],
-                workflows: KnownWorkflows | None) -> tuple[frozenset[str] | None, dict[str, list[str]]]:
-    """The known workflow names (None: unknown), and workflow name -> the names it calls, for ``spec`` and
-    every known spec (``spec`` wins over a known one of the same name: it is the version being checked)."""
-    if workflows is None:
-        return None, {spec.name: [node.workflow for _, node in _workflow_calls(levels)]}
-    items = workflows.values() if isinstance(workflows, Mapping) else workflows
-    names = set(workflows) if isinstance(workflows, Mapping) else set()
-    graph: dict[str, list[str]] = {}
-    for item in items:
-        if isinstance(item, WorkflowSpec):
-            names.add(item.name)
-            graph[item.name] = [node.workflow for _, node in _workflow_calls(_levels(item))]
-        elif isinstance(item, str):
-            names.add(item)
-    graph[spec.name] = [node.workflow for _, node in _workflow_calls(levels)]
-    return frozenset(names), graph
-
-
-def _call_cycle(name: str, graph: dict[str, list[str]], path: list[str], done: set[str]) -> list[str] | None:
-    """The chain of calls from ``path`` through ``name`` that reaches a workflow already on it, if any.
-    ``done`` collects the workflows whose calls are known to end."""
-    if name in path:
-        return [*path, name]
-    if name in done or name not in graph:
-        return None
-    path.append(name)
-    for callee in graph[name]:
-        found = _call_cycle(callee, graph, path, done)
-        if found is not None:
-            return found
-    path.pop()
-    done.add(name)
-    return None
 
 
 @dataclass
@@ -185,8 +94,8 @@ class _Checker:
         self.spec = spec
         self.tools = tools
         self.found: list[_Found] = []
-        self.levels = _levels(spec)
-        self.workflows, self.calls = _call_graph(spec, self.levels, workflows)
+        self.levels = levels_of(spec)
+        self.workflows, self.calls = call_graph(spec, self.levels, workflows)
         self.where: dict[str, str] = {}  # node id -> label of its level (first occurrence)
         props = spec.input.get("properties")
         self.input_fields = set(props) if isinstance(props, dict) else None
@@ -244,8 +153,8 @@ class _Checker:
     def check_calls(self) -> None:
         """Workflow nodes whose calls come back to a workflow already calling: they would never end."""
         done: set[str] = set()
-        for ptr, node in _workflow_calls(self.levels):
-            chain = _call_cycle(node.workflow, self.calls, [self.spec.name], done)
+        for ptr, node in workflow_calls(self.levels):
+            chain = call_cycle(node.workflow, self.calls, [self.spec.name], done)
             if chain is not None:
                 self.add("workflow_cycle", ptr + "/workflow", f"node {node.id!r} runs workflow {node.workflow!r}, "
                          f"and the calls come back around: {' -> '.join(chain)}; a workflow cannot call itself, "
@@ -315,7 +224,7 @@ class _Checker:
 
     # -- templates and expressions -----------------------------------------------------------------
 
-    def check_level_names(self, level: _Level) -> None:
+    def check_level_names(self, level: Level) -> None:
         base = frozenset({*NAMESPACE, *level.outer, *level.ids, *level.scope})
         error_targets = {n.on_error for n in level.nodes if n.on_error}
         for i, node in enumerate(level.nodes):
@@ -483,7 +392,7 @@ class _NodeCheck:
 class _GraphCheck:
     """One level's graph: references to nodes, reachability from ``start``, cycles, edges out of ``end``."""
 
-    def __init__(self, checker: _Checker, level: _Level):
+    def __init__(self, checker: _Checker, level: Level):
         self.c, self.level = checker, level
         self.ids = level.ids
         self.arcs: list[tuple[str, str, str]] = []  # (from, to, pointer of the reference to `to`)
