@@ -140,12 +140,12 @@ def load_workflows(dirs: Sequence[Path], skip: Path | None, *,
                                exc.issues[0] if exc.issues else "?")
             except (ValueError, OSError) as exc:
                 logger.warning("skipping workflow %s: %s", file, exc)
-    loaded = _without_cycles(_without_duplicates(loaded))
+    loaded = without_cycles(without_duplicates(loaded))
     used = [str(d) for d in dict.fromkeys(origin[file] for file in loaded)]
     return list(loaded.values()), used
 
 
-def _without_duplicates(loaded: dict[Path, WorkflowSpec]) -> dict[Path, WorkflowSpec]:
+def without_duplicates(loaded: dict[Path, WorkflowSpec]) -> dict[Path, WorkflowSpec]:
     """``loaded`` less the files that share a workflow name: which one a run would get is anyone's guess."""
     files: dict[str, list[Path]] = {}
     for file, spec in loaded.items():
@@ -157,7 +157,7 @@ def _without_duplicates(loaded: dict[Path, WorkflowSpec]) -> dict[Path, Workflow
     return {file: spec for file, spec in loaded.items() if len(files[spec.name]) == 1}
 
 
-def _without_cycles(loaded: dict[Path, WorkflowSpec]) -> dict[Path, WorkflowSpec]:
+def without_cycles(loaded: dict[Path, WorkflowSpec]) -> dict[Path, WorkflowSpec]:
     """``loaded`` less the workflows whose calls of workflows come back around: a run of one would never end."""
     kept: dict[Path, WorkflowSpec] = {}
     for file, spec in loaded.items():
@@ -170,4 +170,5 @@ def _without_cycles(loaded: dict[Path, WorkflowSpec]) -> dict[Path, WorkflowSpec
     return kept
 
 
-__all__ = ["WORKFLOW_SUFFIXES", "DiscoveryError", "load_tools", "load_workflows", "module_tools"]
+__all__ = ["WORKFLOW_SUFFIXES", "DiscoveryError", "load_tools", "load_workflows", "module_tools", "without_cycles",
+           "without_duplicates"]

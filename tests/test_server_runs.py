@@ -436,6 +436,26 @@ def test_concurrent_resumes_one_wins_the_others_are_refused(server: str) -> None
     anyio.run(main)
 
 
+def test_served_workflow_files_are_checked_like_agentflow_run_checks_them(tmp_path: Path) -> None:
+    """Files sharing a name, calls that come back around and tool arguments the tool does not take are skipped
+    at start (the second of two same-named files used to become version 2 of the first)."""
+    files = {
+        "good.yaml": "name: good\nnodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1}}\n",
+        "twin_a.yaml": "name: twin\nnodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1}}\n",
+        "twin_b.yaml": "name: twin\nnodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 2}}\n",
+        "ping.yaml": "name: ping\nnodes:\n  - {id: call, kind: workflow, workflow: pong}\n",
+        "pong.yaml": "name: pong\nnodes:\n  - {id: call, kind: workflow, workflow: ping}\n",
+        "typo.yaml": "name: typo\nnodes:\n  - {id: a, kind: tool, tool: tick, args: {x: 1, delai: 0}}\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    config = ServerConfig(model=None, store=":memory:", workflows=[tmp_path])
+    with running_server(config, tools=[tick]) as url, httpx.Client(base_url=url) as client:
+        served = sorted(w["name"] for w in client.get("/v1/workflows").json()["data"])
+        assert served == ["good"]
+        assert client.post("/v1/workflows/good/runs?wait=true", json={}).json()["output"] == {"a": 2}
+
+
 def test_registered_workflows_outlive_a_restart(tmp_path: Path) -> None:
     config = ServerConfig(model=None, store=str(tmp_path / "runs.db"))
     kept = STEPS.replace("name: steps", "name: kept")

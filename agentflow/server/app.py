@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agentflow import __version__
+from agentflow.dsl.ir import WorkflowSpec
 from agentflow.llm.base import LLM
 from agentflow.runtime import Runtime
 from agentflow.server import generate_api, hooks_api, openai_api, ops, runs_api, workflows_api
@@ -130,6 +131,9 @@ def _tools(config: ServerConfig, extra: ToolRegistry | Sequence[Tool | Any] | No
 
 
 def _load_workflows(state: ServerState, paths: Sequence[Path]) -> None:
+    """The workflow files to serve, each checked against the server's tools (names and arguments); files that
+    share a workflow name, and workflows whose calls come back around, are skipped (as ``agentflow run`` does)."""
+    from agentflow.discovery import without_cycles, without_duplicates
     from agentflow.dsl.errors import WorkflowValidationError
     from agentflow.dsl.yaml_loader import load_yaml
 
@@ -137,17 +141,19 @@ def _load_workflows(state: ServerState, paths: Sequence[Path]) -> None:
     for path in paths:
         path = Path(path)
         files += sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+    loaded: dict[Path, WorkflowSpec] = {}
+    texts: dict[Path, str] = {}
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
-            spec = load_yaml(text, source=str(file))
+            texts[file] = file.read_text(encoding="utf-8")
+            loaded[file] = load_yaml(texts[file], source=str(file), tools=state.runtime.tools)
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("skipping workflow %s: %s", file, exc)
-            continue
         except WorkflowValidationError as exc:
             log.warning("skipping workflow %s: %d problem(s), first: %s", file, len(exc.issues),
                         exc.issues[0] if exc.issues else "?")
-            continue
+    for file, spec in without_cycles(without_duplicates(loaded)).items():
+        text = texts[file]
         taken = hook_conflicts(state.registry, spec)
         if taken:
             log.warning("skipping workflow %s: hook name(s) %s already declared by another workflow", file, taken)
