@@ -62,6 +62,8 @@ def test_cors_and_error_shape_for_unknown_routes() -> None:
         other = client.options("/v1/runs", headers={"Origin": "http://evil.example",
                                                     "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in other.headers
+        assert other.status_code == 400 and other.json()["error"]["code"] == "cors_refused"
+        assert "origin" in other.json()["error"]["message"]
         r = client.get("/v1/nothing-here")
         assert r.status_code == 404 and set(r.json()["error"]) >= {"message", "type", "param", "code"}
         r = client.delete("/health")

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -30,7 +31,7 @@ from agentflow.runtime import Runtime
 from agentflow.server import generate_api, hooks_api, openai_api, ops, runs_api, workflows_api
 from agentflow.server.config import ServerConfig
 from agentflow.server.endpoint import Endpoint, Handler, openapi
-from agentflow.server.errors import EXCEPTION_HANDLERS
+from agentflow.server.errors import EXCEPTION_HANDLERS, error_response
 from agentflow.server.hooks_api import hook_conflicts
 from agentflow.server.limits import Admission, BodyLimit, RateLimiter
 from agentflow.server.metrics import HttpMetrics, Metrics
@@ -89,7 +90,7 @@ def create_app(config: ServerConfig | None = None, *, llm: LLM | None = None,
 
     middleware = [Middleware(HttpMetrics, metrics=metrics), Middleware(BodyLimit, max_bytes=config.max_body_bytes)]
     if config.cors_origins:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_credentials=False,
+        middleware.append(Middleware(_CORS, allow_origins=config.cors_origins, allow_credentials=False,
                                      allow_methods=["GET", "POST", "PUT", "DELETE"],
                                      allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
                                                     "Last-Event-ID"],
@@ -128,6 +129,19 @@ def _tools(config: ServerConfig, extra: ToolRegistry | Sequence[Tool | Any] | No
     if extra is not None:
         registry = registry.merged(extra if isinstance(extra, ToolRegistry) else ToolRegistry(extra))
     return registry
+
+
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight (origin, method or header not allowed) answered in the error
+    shape of every other route instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return error_response(400, f"CORS preflight refused: {bytes(response.body).decode()}",
+                              code="cors_refused", headers=headers)
 
 
 def _load_workflows(state: ServerState, paths: Sequence[Path]) -> None:
