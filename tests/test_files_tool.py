@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,24 @@ async def test_builtin_names_resolve_to_these_tools(tmp_path: Path, monkeypatch:
     assert [t.name for t in resolved] == ["read_file", "list_files", "write_file", "calculator"]
     await call(resolved[2], path="x.txt", content="y")
     assert os.path.exists(tmp_path / "x.txt")
+
+
+async def test_a_name_that_is_not_utf8_is_listed_as_unicode_text(tools: dict[str, Tool], workspace: Path) -> None:
+    try:
+        (workspace / os.fsdecode(b"bad\xffname.txt")).write_text("x", encoding="utf-8")
+    except OSError:
+        pytest.skip("this filesystem only takes UTF-8 names")
+    listing = await call(tools["list_files"])
+    assert "bad\\xffname.txt" in [e["path"] for e in listing["entries"]]
+    json.dumps(listing, ensure_ascii=False).encode("utf-8")  # no lone surrogate: it can be stored and sent
+
+
+async def test_paths_and_content_with_lone_surrogates_are_refused(tools: dict[str, Tool], workspace: Path) -> None:
+    with pytest.raises(ToolError, match="lone surrogate"):
+        await call(tools["write_file"], path="s.txt", content="half a pair: \ud800")
+    with pytest.raises(ToolError, match="lone surrogate"):
+        await call(tools["write_file"], path="bad\udcffname.txt", content="x")
+    with pytest.raises(ToolError, match="lone surrogate"):
+        await call(tools["read_file"], path="bad\udcffname.txt")
+    assert not (workspace / "s.txt").exists()
+    assert not (workspace / os.fsdecode(b"bad\xffname.txt")).exists()

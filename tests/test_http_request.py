@@ -5,10 +5,14 @@ Nothing leaves the machine: names go through a stub resolver, and the only serve
 
 from __future__ import annotations
 
+import functools
+import gzip
 import ipaddress
 import json
 import pickle
 import threading
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -252,6 +256,20 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that timed out and hung up is expected here
 
 
+@functools.cache
+def _encoded(coding: str, size: int) -> bytes:
+    """``size`` zero bytes in a content coding (``deflate-raw``: deflate without the zlib header)."""
+    data = b"\0" * size
+    if coding == "gzip":
+        return gzip.compress(data)
+    if coding == "deflate":
+        return zlib.compress(data)
+    if coding == "deflate-raw":
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return packer.compress(data) + packer.flush()
+    return b"not really " + coding.encode()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -301,6 +319,11 @@ class _Handler(BaseHTTPRequestHandler):
             echo = {"method": self.command, "body": body, "content_type": self.headers.get("Content-Type"),
                     "authorization": self.headers.get("Authorization")}
             self._send(200, json.dumps(echo).encode(), "application/json")
+        elif path == "/encoded":
+            coding, size = query["coding"], int(query["size"])
+            self._send(200, _encoded(coding, size), headers={"Content-Encoding": coding.removesuffix("-raw")})
+        elif path == "/charset":
+            self._send(200, b"hello", f"text/plain; charset={query['charset']}")
         elif path == "/missing":
             self._send(404, b"no such thing")
         else:
@@ -440,6 +463,37 @@ async def test_body_is_truncated_at_max_bytes(base: str) -> None:
     assert full["truncated"] is False and len(full["text"]) == 50_000
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "deflate-raw"])
+async def test_compressed_bodies_are_inflated(base: str, coding: str) -> None:
+    result = await fetch(f"{base}/encoded?coding={coding}&size=5000", policy=LOCAL)
+    assert result["text"] == "\0" * 5000 and result["truncated"] is False
+
+
+async def test_compression_bomb_inflates_only_up_to_max_bytes(base: str) -> None:
+    bomb = _encoded("gzip", 32 << 20)  # 32 MiB of zeros in ~32 KiB: one network read
+    assert len(bomb) < 64 << 10
+    tracemalloc.start()
+    try:
+        result = await fetch(f"{base}/encoded?coding=gzip&size={32 << 20}", policy=LOCAL, max_bytes=100_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result["truncated"] is True and result["text"] == "\0" * 100_000
+    assert peak < 4 << 20  # the body was inflated to the cap, not to 32 MiB
+
+
+@pytest.mark.parametrize("coding", ["zstd", "br", "compress"])
+async def test_content_codings_without_bounded_inflation_are_refused(base: str, coding: str) -> None:
+    with pytest.raises(HttpRefusedError, match=f"content encoding '{coding}'"):
+        await fetch(f"{base}/encoded?coding={coding}&size=10", policy=LOCAL)
+
+
+@pytest.mark.parametrize("charset", ["zlib", "bz2", "rot13", "hex", "base64", "no-such-charset"])
+async def test_charset_that_is_not_a_text_encoding_reads_as_utf8(base: str, charset: str) -> None:
+    result = await fetch(f"{base}/charset?charset={charset}", policy=LOCAL)
+    assert result["text"] == "hello"
+
+
 async def test_disallowed_content_type_is_refused(base: str) -> None:
     with pytest.raises(HttpRefusedError, match="application/octet-stream"):
         await fetch(f"{base}/binary", policy=LOCAL)
@@ -465,7 +519,9 @@ async def test_https_sets_sni_to_the_original_name(monkeypatch: pytest.MonkeyPat
 
     async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, headers={"Content-Type": "text/plain"}, content=b"ok", request=request)
+        # Streamed, as client.send(..., stream=True) answers: the body is read raw, chunk by chunk.
+        return httpx.Response(200, headers={"Content-Type": "text/plain"}, stream=httpx.ByteStream(b"ok"),
+                              request=request)
 
     monkeypatch.setattr(httpx.AsyncClient, "send", send)
     policy = UrlPolicy(resolver=StubResolver(STUB_TABLE))

@@ -366,3 +366,36 @@ def test_convert_result() -> None:
     assert "100 bytes" in items[1]["note"] and png not in str(items)
     assert items[2] == {"type": "resource_link", "uri": "file:///tmp/report.txt", "name": "report",
                         "mime_type": "text/plain"}
+
+
+SERVER_ERROR_SERVER = """
+from mcp import MCPError
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("busy", log_level="WARNING")
+
+
+@server.tool()
+def busy() -> str:
+    raise MCPError(code=-32000, message="rate limited: try again in 5 s")
+
+
+@server.tool()
+def ping() -> str:
+    return "pong"
+
+
+server.run("stdio")
+"""
+
+
+async def test_a_server_error_with_code_32000_is_not_a_closed_connection(tmp_path: Path) -> None:
+    # -32000 is the SDK's code for "connection closed", and also the first of JSON-RPC's server-error codes.
+    script = tmp_path / "busy.py"
+    script.write_text(SERVER_ERROR_SERVER)
+    async with MCPManager([MCPServer(name="busy", command=[sys.executable, str(script)], timeout=10)]) as manager:
+        tools = {t.name: t for t in await manager.tools("busy")}
+        with pytest.raises(ToolError, match="rate limited: try again in 5 s"):
+            await tools["busy_busy"].call({}, CTX)
+        assert manager.connected == ["busy"]
+        assert await tools["busy_ping"].call({}, CTX) == "pong"  # the same connection, still up

@@ -16,7 +16,10 @@ between the check and the open is refused too. (A process that can rewrite the w
 tool runs could still race directory components; the workspace is meant to be the agent's own.)
 
 Text is UTF-8: ``read_file`` refuses files that are not valid UTF-8 (binary files) with an error
-saying so, rather than handing the model replacement characters.
+saying so, rather than handing the model replacement characters. Paths and contents given to the tools
+must be valid Unicode (no lone surrogates). A file name on disk that is not valid UTF-8 is reported
+with ``\\xNN`` escapes for its bad bytes (``bad\\xffname.txt``), so every result is Unicode text that
+can be stored and sent to a model; the tools cannot open such a file.
 
 :func:`file_tools` gives the tools for :func:`default_workspace` (``$AGENTFLOW_WORKSPACE``, else
 ``./workspace``); it is what workflows get when they name ``read_file``, ``list_files``,
@@ -61,6 +64,8 @@ class Workspace:
             raise ToolError(f"path must be a string, got {type(path).__name__}")
         if "\x00" in path:
             raise ToolError("path contains a NUL byte")
+        if not _is_unicode(path):
+            raise ToolError("path is not valid Unicode text (it holds a lone surrogate)")
         if len(path) > MAX_PATH_CHARS:
             raise ToolError(f"path is too long ({len(path)} characters; the limit is {MAX_PATH_CHARS})")
         stripped = path.strip()
@@ -84,9 +89,21 @@ class Workspace:
         return full
 
     def relative(self, full: Path) -> str:
-        """``full`` as a '/'-separated path relative to the root ('.' for the root)."""
+        """``full`` as a '/'-separated path relative to the root ('.' for the root). Bytes of a name that
+        are not UTF-8 (which Python holds as lone surrogates) are shown as ``\\xNN`` escapes."""
         rel = full.relative_to(self.root).as_posix()
+        if not _is_unicode(rel):
+            rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         return rel or "."
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _open_flags(base: int) -> int:
@@ -254,6 +271,8 @@ def make_file_tools(root: str | os.PathLike[str], *, max_read_bytes: int = 1_000
             create_dirs: Create missing parent directories.
         """
         full = workspace.resolve(path)
+        if not _is_unicode(content):
+            raise ToolError("content is not valid Unicode text (it holds a lone surrogate)")
         data = content.encode("utf-8")
         if len(data) > max_write_bytes:
             raise ToolError(f"content is too large ({len(data):,} bytes; the limit is {max_write_bytes:,})")

@@ -9,6 +9,10 @@ address must be globally routable", the allowlist: see :mod:`tools.url_policy`).
 * **Redirects** are followed by hand, at most ``max_redirects`` hops, each hop vetted by the same rules.
 * **Caps**: one total timeout (DNS, connects, all hops, body); the body is streamed and cut at
   ``max_bytes`` (``truncated: true``); the response content type must be textual, else the body is not read.
+* **Decoding**: only the ``gzip`` and ``deflate`` content codings are accepted, and they are inflated with
+  bounded output, so a small compressed body (a "zip bomb") cannot grow past ``max_bytes`` in memory; a body
+  in another coding (``br``, ``zstd`` …) is refused. The ``charset`` must name a text encoding, else the
+  body is read as UTF-8 (a codec such as ``zlib`` or ``rot13`` is never run on it).
 
 Use :func:`make_http_tools` for a configured pair of tools, the module-level :data:`http_get` /
 :data:`http_request` for the defaults, or :func:`fetch` with a :class:`UrlPolicy` without the tool wrapper.
@@ -22,6 +26,7 @@ import functools
 import json
 import logging
 import ssl
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypedDict
 from urllib.parse import urljoin
@@ -83,6 +88,10 @@ _RESERVED_REQUEST_HEADERS = frozenset({"host", "content-length", "transfer-encod
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 USER_AGENT = "agentflow-http-tool/0.1"
+
+#: The content codings the tool asks for and can inflate with bounded output (see :class:`_Inflater`).
+ACCEPT_ENCODING = "gzip, deflate"
+_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 # ------------------------------------------------------------------------------------------------- fetch
@@ -199,7 +208,8 @@ async def _fetch(url: str, method: str, headers: dict[str, str], content: bytes 
         # A fresh client per hop: no connection (or TLS session with another SNI) and no cookie is shared
         # between hops. trust_env=False: no proxies from the environment, no .netrc credentials.
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout),
-                                     verify=_ssl_context(), headers={"User-Agent": USER_AGENT}) as client:
+                                     verify=_ssl_context(),
+                                     headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}) as client:
             request = client.build_request(method, vetted.connect_url, headers={**headers, "Host": vetted.host_header},
                                            content=content, extensions=extensions)
             response = await client.send(request, stream=True)
@@ -251,10 +261,12 @@ async def _read(response: httpx.Response, vetted: Vetted, method: str, redirects
     if not content_type_allowed(content_type, content_types):
         raise HttpRefusedError(f"{vetted.url!r} answered {response.status_code} with content type "
                                f"{content_type!r}, which is not allowed (allowed: {', '.join(content_types)})")
+    inflater = _Inflater.for_response(response, vetted.url)
     chunks: list[bytes] = []
     size = 0
     truncated = False
-    async for chunk in response.aiter_bytes():  # decoded (gzip…) bytes, so the cap also bounds decompression
+    async for raw in response.aiter_raw():  # raw bytes: httpx's own decoders would inflate them unbounded
+        chunk = inflater.inflate(raw, max_bytes - size + 1)  # one byte past the cap says "there is more"
         if size + len(chunk) > max_bytes:
             chunks.append(chunk[: max_bytes - size])
             truncated = True
@@ -262,15 +274,62 @@ async def _read(response: httpx.Response, vetted: Vetted, method: str, redirects
         chunks.append(chunk)
         size += len(chunk)
     data = b"".join(chunks)
-    encoding = response.charset_encoding or "utf-8"
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-    except LookupError:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder = codecs.getincrementaldecoder(_text_encoding(response.charset_encoding))(errors="replace")
     # When cut, a character split at the cut is dropped instead of becoming U+FFFD.
     result["text"] = decoder.decode(data, final=not truncated)
     result["truncated"] = truncated
     return result
+
+
+class _Inflater:
+    """Undoes a response's content coding (none, ``gzip`` or ``deflate``) chunk by chunk, never producing
+    more than it is asked for: zlib's ``max_length`` stops inflating at the limit, so a compressed body
+    costs at most ``max_bytes`` of memory whatever its ratio."""
+
+    def __init__(self, coding: str, url: str) -> None:
+        self.coding = coding
+        self.url = url
+        self._zlib = zlib.decompressobj(_ZLIB_WBITS[coding]) if coding in _ZLIB_WBITS else None
+        self._started = False
+
+    @classmethod
+    def for_response(cls, response: httpx.Response, url: str) -> _Inflater:
+        """The inflater for ``response``'s ``Content-Encoding``; HttpRefusedError for one the tool does not decode."""
+        header = response.headers.get("content-encoding", "")
+        codings = [c.strip().lower() for c in header.split(",") if c.strip().lower() not in ("", "identity")]
+        if not codings:
+            return cls("identity", url)
+        if len(codings) > 1 or codings[0] not in _ZLIB_WBITS:
+            raise HttpRefusedError(f"{url!r} answered with content encoding {header!r}, which the HTTP tool does "
+                                   f"not decode (it accepts {ACCEPT_ENCODING})")
+        return cls(codings[0], url)
+
+    def inflate(self, data: bytes, limit: int) -> bytes:
+        """At most ``limit`` bytes of decoded output for the next raw chunk ``data`` (``limit`` >= 1: to zlib,
+        a ``max_length`` of 0 means no limit at all)."""
+        if self._zlib is None:
+            return data[:limit]
+        first, self._started = not self._started, True
+        try:
+            return self._zlib.decompress(data, limit)
+        except zlib.error as exc:
+            if self.coding == "deflate" and first:  # raw deflate, without the zlib header some servers omit
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.inflate(data, limit)
+            raise ToolError(f"{self.url!r} sent a body that is not valid {self.coding} ({exc})") from None
+
+
+def _text_encoding(charset: str | None) -> str:
+    """``charset`` when it names a text encoding, else ``"utf-8"``: an unknown name, and a codec that is
+    not a text encoding (``zlib``, ``bz2``, ``base64``, ``rot13`` …), which would decompress, crash or
+    hand back bytes."""
+    if not charset:
+        return "utf-8"
+    try:
+        b"?".decode(charset, "replace")  # LookupError for unknown names and for non-text codecs
+    except LookupError:
+        return "utf-8"
+    return charset
 
 
 # ------------------------------------------------------------------------------------------------- tools

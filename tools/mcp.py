@@ -209,13 +209,26 @@ def convert_result(result: mcp_types.CallToolResult, output_schema: Mapping[str,
     return [_content_item(item) for item in content]
 
 
+_SDK_CLOSED_MESSAGES = ("Connection closed", "SSE stream")
+
+
+def _connection_closed(exc: MCPError) -> bool:
+    """Whether ``exc`` is the SDK reporting that the connection (or, over HTTP, a response stream) closed.
+
+    The SDK reports that with code -32000, ``CONNECTION_CLOSED``; but JSON-RPC leaves -32000 to -32099 to
+    servers for their own errors, and a live server answering -32000 ("rate limited") must not make the
+    connection count as dead, nor lose its message. So the SDK's own messages decide.
+    """
+    return exc.code == mcp_types.CONNECTION_CLOSED and exc.message.startswith(_SDK_CLOSED_MESSAGES)
+
+
 def _describe(exc: BaseException) -> str:
     """One line naming what went wrong (the leaves of exception groups included)."""
     inner = getattr(exc, "exceptions", None)  # an exception group (no BaseExceptionGroup on Python 3.10)
     if isinstance(inner, (list, tuple)) and inner:
         return "; ".join(_describe(e) for e in inner)
     if isinstance(exc, MCPError):
-        if exc.code == mcp_types.CONNECTION_CLOSED:
+        if _connection_closed(exc):
             return "the connection closed (did the server exit?)"
         return exc.message
     text = str(exc).strip()
@@ -382,7 +395,7 @@ class MCPConnection:
                     raise ToolTimeoutError(f"MCP server {self.server.name!r}: listing its tools timed out after "
                                            f"{self.server.timeout:g} s") from None
                 except MCPError as exc:
-                    cause = self._connection_lost() if exc.code == mcp_types.CONNECTION_CLOSED else exc.message
+                    cause = self._connection_lost() if _connection_closed(exc) else exc.message
                     raise ToolError(f"MCP server {self.server.name!r}: listing its tools failed: {cause}") from exc
                 except Exception as exc:
                     raise ToolError(f"MCP server {self.server.name!r}: listing its tools failed: "
@@ -451,7 +464,7 @@ class MCPConnection:
         except MCPError as exc:
             if exc.code == mcp_types.REQUEST_TIMEOUT:
                 raise ToolTimeoutError(f"{where} timed out after {limit:g} s") from None
-            if exc.code == mcp_types.CONNECTION_CLOSED:
+            if _connection_closed(exc):
                 raise ToolError(f"{where} failed: {self._connection_lost()}") from exc
             raise ToolError(f"{where} failed: {exc.message}") from exc
         except Exception as exc:
