@@ -98,6 +98,21 @@ def sse_reply(chunks: list[dict[str, Any]], *, done: bool = True, delay: float =
     return reply
 
 
+def raw_sse_reply(events: list[str]) -> Reply:
+    """A 200 ``text/event-stream`` whose body is ``events`` as they are (for off-spec streams)."""
+
+    def reply(h: _Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for event in events:
+            h.write_chunk(event.encode())
+        h.write_chunk(b"")
+
+    return reply
+
+
 def endless_reply(h: _Handler) -> None:
     """Content chunks every 10 ms until the client hangs up (then ``disconnected`` is set)."""
     h.send_response(200)
@@ -114,10 +129,12 @@ def endless_reply(h: _Handler) -> None:
         h.close_connection = True
 
 
-def json_reply(status: int, body: dict[str, Any] | str) -> Reply:
+def json_reply(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> Reply:
     def reply(h: _Handler) -> None:
         data = (json.dumps(body) if isinstance(body, dict) else body).encode()
         h.send_response(status)
+        for name, value in (headers or {}).items():
+            h.send_header(name, value)
         h.send_header("Content-Type", "application/json" if isinstance(body, dict) else "text/plain")
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()

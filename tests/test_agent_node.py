@@ -16,6 +16,7 @@ import pytest
 
 from agentflow import OpenAICompatible, Runtime, load_yaml
 from agentflow.runtime.events import EventBase
+from agentflow.tool import ToolContext, tool
 from tests.fake_openai import FakeOpenAIServer, chunk, sse_reply, text_chunks, usage_chunk
 
 pytestmark = pytest.mark.anyio
@@ -75,11 +76,11 @@ def script(server: FakeOpenAIServer, turns: list[Any]) -> None:
     server.reply = reply
 
 
-async def run_agent(server: FakeOpenAIServer, tools: list[Any]) -> tuple[Any, list[EventBase]]:
+async def run_agent(server: FakeOpenAIServer, tools: list[Any], spec: str = AGENT) -> tuple[Any, list[EventBase]]:
     llm = OpenAICompatible(server.base_url, api_key="test", model="gpt-fake")
     try:
         async with Runtime(llm=llm, tools=tools, store=":memory:") as rt:
-            record = await rt.run(load_yaml(AGENT), {"question": "Weather in Paris?"})
+            record = await rt.run(load_yaml(spec), {"question": "Weather in Paris?"})
             events = [e async for e in rt.events(record.run_id)]
     finally:
         await llm.aclose()
@@ -157,7 +158,69 @@ async def test_an_agent_that_never_answers_fails_at_max_steps(server: FakeOpenAI
         return tz
 
     script(server, [calls_reply(("c1", "get_weather", {"city": "Rome"}))])  # asks for a tool forever
-    record, _ = await run_agent(server, [get_weather, get_time])
+    record, events = await run_agent(server, [get_weather, get_time])
     assert record.status == "failed"
     assert "max_steps=3" in (record.error or "") and "ask" in (record.error or "")
     assert len(server.received) == 3
+    # the last turn was asked for an answer; its calls are not run, since no turn is left to read their results
+    assert server.received[-1].body["tool_choice"] == "none"
+    assert len([e for e in events if e.event == "tool.call"]) == 2
+
+
+async def test_calls_of_the_last_turn_are_not_put_up_for_approval(server: FakeOpenAIServer) -> None:
+    ran: list[str] = []
+
+    @tool(requires_approval=True)
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        ran.append(city)
+        return "rain"
+
+    def get_time(tz: str) -> str:
+        return tz
+
+    script(server, [calls_reply(("c1", "get_weather", {"city": "Rome"}))])  # ignores tool_choice: none
+    llm = OpenAICompatible(server.base_url, api_key="test", model="gpt-fake")
+    async with Runtime(llm=llm, tools=[get_weather, get_time], store=":memory:") as rt:
+        record = await rt.run(load_yaml(AGENT.replace("max_steps: 3", "max_steps: 1")), {"question": "?"})
+        assert record.status == "failed" and "called tools anyway (get_weather)" in (record.error or "")
+    await llm.aclose()
+    assert ran == []
+
+
+@pytest.mark.parametrize("dispatch", ["streamed", "sequential"])
+async def test_calls_that_share_an_id_each_run_with_their_own_result(server: FakeOpenAIServer, dispatch: str) -> None:
+    keys: list[str] = []
+
+    @tool(side_effects=False)
+    def get_weather(city: str, ctx: ToolContext) -> str:
+        """Current weather for a city."""
+        keys.append(ctx.idempotency_key)
+        return f"rain in {city}"
+
+    def get_time(tz: str) -> str:
+        return tz
+
+    script(server, [calls_reply(("dup", "get_weather", {"city": "Rome"}), ("dup", "get_weather", {"city": "Oslo"}),
+                                ("", "get_weather", {"city": "Lima"})),  # a server that repeats ids, or sends none
+                    sse_reply(text_chunks(["Rain."]))])
+    spec = AGENT.replace("max_steps: 3", f"max_steps: 3\n    dispatch: {dispatch}")
+    record, _ = await run_agent(server, [get_weather, get_time], spec)
+    assert record.status == "completed", record.error
+    messages = server.received[1].body["messages"]
+    ids = [c["id"] for c in messages[-4]["tool_calls"]]
+    assert ids[0] == "dup" and len(set(ids)) == 3 and all(ids)
+    assert [m["tool_call_id"] for m in messages[-3:]] == ids
+    assert [wrapped(m["content"], "get_weather") for m in messages[-3:]] == [
+        "rain in Rome", "rain in Oslo", "rain in Lima"]
+    assert len(set(keys)) == 3  # each call its own idempotency key
+
+
+async def test_an_unknown_tool_is_answered_with_the_names_the_model_can_call(server: FakeOpenAIServer) -> None:
+    script(server, [calls_reply(("c1", "delete_everything", {})), sse_reply(text_chunks(["Sorry."]))])
+    record, _ = await run_agent(server, [], AGENT.replace("[get_weather, get_time]", "[files, calculator]"))
+    assert record.status == "completed", record.error
+    offered = [t["function"]["name"] for t in server.received[0].body["tools"]]
+    error = wrapped(server.received[1].body["messages"][-1]["content"], "delete_everything", tag="tool_error")
+    assert "files" not in offered  # a group's name, not a tool's
+    assert error == f"there is no tool named 'delete_everything'; available: {', '.join(offered)}"

@@ -5,6 +5,7 @@ shape. Also ``resolve_llm``'s spec formats."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -30,9 +31,11 @@ from tests.fake_openai import (
     chunk,
     endless_reply,
     json_reply,
+    raw_sse_reply,
     sse_reply,
     text_chunks,
     tool_call_chunks,
+    usage_chunk,
 )
 
 log = logging.getLogger(__name__)
@@ -123,6 +126,48 @@ async def test_tool_call_fragments_are_reassembled(server: FakeOpenAIServer) -> 
     assert server.received[0].body["tools"] == TOOLS
 
 
+def call_fragment(index: int | None = None, **fields: Any) -> dict[str, Any]:
+    return chunk({"tool_calls": [{**fields, **({"index": index} if index is not None else {})}]})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fragments", [
+    pytest.param([call_fragment(0, id="c1", function={"name": "get_weather", "arguments": ""}),
+                  call_fragment(0, function={"name": "get_weather", "arguments": '{"city": '}),
+                  call_fragment(0, function={"name": "get_weather", "arguments": '"Paris"}'}),
+                  call_fragment(1, id="c2", function={"name": "get_", "arguments": ""}),
+                  call_fragment(1, function={"name": "time", "arguments": '{"tz": "CET"}'})],
+                 id="name repeated in every fragment (Fireworks, NIM), or split"),
+    pytest.param([call_fragment(0, id="c1", function={"name": "get_weather", "arguments": '{"city"'}),
+                  call_fragment(0, function={"arguments": ': "Paris"}'}),
+                  call_fragment(0, id="c2", function={"name": "get_time", "arguments": '{"tz": "CET"}'})],
+                 id="every call at index 0 (Ollama)"),
+    pytest.param([call_fragment(id="c1", function={"name": "get_weather", "arguments": '{"city"'}),
+                  call_fragment(function={"arguments": ': "Paris"}'}),
+                  call_fragment(id="c2", function={"name": "get_time", "arguments": {"tz": "CET"}})],
+                 id="no index, arguments as an object"),
+])
+async def test_off_spec_tool_call_fragments_are_read_as_meant(server: FakeOpenAIServer,
+                                                              fragments: list[dict[str, Any]]) -> None:
+    server.reply = sse_reply([*fragments, chunk({}, "tool_calls"), usage_chunk(4, 2)])
+    llm = OpenAICompatible(server.base_url, model="gpt-fake")
+    result = await generate(llm, LLMRequest(prompt="?", tools=TOOLS))
+    await llm.aclose()
+    assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("c1", "get_weather", {"city": "Paris"}), ("c2", "get_time", {"tz": "CET"})]
+
+
+@pytest.mark.anyio
+async def test_keep_alive_events_are_skipped(server: FakeOpenAIServer) -> None:
+    events = [f"data: {json.dumps(c)}\n\n" for c in text_chunks(["Hi"])]
+    server.reply = raw_sse_reply([": ping\n\n", "data:\n\n", *events[:2], "data: \n\n", *events[2:],
+                                  "data: [DONE]\n\n"])
+    llm = OpenAICompatible(server.base_url, model="gpt-fake")
+    deltas, result = await collect(llm, LLMRequest(prompt="hi"))
+    await llm.aclose()
+    assert deltas == ["Hi"] and (result.text, result.finish_reason) == ("Hi", "stop")
+
+
 @pytest.mark.anyio
 async def test_json_schema_constraint_becomes_response_format(server: FakeOpenAIServer) -> None:
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
@@ -149,7 +194,15 @@ async def test_http_errors_carry_status_and_the_servers_message(server: FakeOpen
     server.reply = json_reply(500, "upstream exploded")
     with pytest.raises(LLMStatusError, match=r"HTTP 500 .*upstream exploded") as info:
         await generate(llm, LLMRequest(prompt="hi"))
-    assert info.value.status_code == 500
+    assert info.value.status_code == 500 and info.value.retry_after is None
+    server.reply = json_reply(429, {"error": {"message": "Rate limit reached"}}, headers={"Retry-After": "7"})
+    with pytest.raises(LLMStatusError, match=r"HTTP 429 .*Rate limit reached") as info:
+        await generate(llm, LLMRequest(prompt="hi"))
+    assert (info.value.status_code, info.value.retry_after) == (429, 7.0)
+    server.reply = json_reply(503, "busy", headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    with pytest.raises(LLMStatusError) as info:
+        await generate(llm, LLMRequest(prompt="hi"))
+    assert info.value.retry_after == 0.0  # a date in the past: no need to wait
     wrong_path = OpenAICompatible(server.base_url.removesuffix("/v1"), model="gpt-fake")
     with pytest.raises(LLMStatusError, match=r"HTTP 404 .*no route /chat/completions"):
         await generate(wrong_path, LLMRequest(prompt="hi"))
@@ -171,6 +224,19 @@ async def test_bad_streams_raise_llm_error(server: FakeOpenAIServer) -> None:
     server.reply = sse_reply([chunk({"content": "a"})], done=False)
     with pytest.raises(LLMError, match="before the response finished"):
         await generate(llm, LLMRequest(prompt="hi"))
+    cut = [*tool_call_chunks()[:3], chunk({}, "length")]
+    server.reply = sse_reply(cut)
+    with pytest.raises(LLMError, match="'get_weather' was cut short by max_tokens"):
+        await generate(llm, LLMRequest(prompt="hi", tools=TOOLS))
+    for malformed, what in [({"choices": ["x"]}, "choices"), ({"choices": [{"delta": "x"}]}, "delta"),
+                            ({"choices": [{"delta": {"content": ["x"]}}]}, "content"),
+                            ({"choices": [{"delta": {"tool_calls": {"index": 0}}}]}, "tool_calls"),
+                            ({"choices": [{"delta": {"tool_calls": [{"function": "f"}]}}]}, "function"),
+                            ({"choices": [{"delta": {"tool_calls": [{"function": {"arguments": 1}}]}}]},
+                             "arguments")]:
+        server.reply = sse_reply([malformed])
+        with pytest.raises(LLMError, match=what):  # not an AttributeError or TypeError from the parsing
+            await generate(llm, LLMRequest(prompt="hi", tools=TOOLS))
     await llm.aclose()
 
 

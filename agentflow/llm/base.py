@@ -6,6 +6,7 @@ orchestrator turns the deltas into ``llm.delta`` events. ``generate`` is the non
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -88,6 +89,12 @@ class ToolCallRequest:
     id: str
     name: str
     arguments: dict[str, Any]
+
+
+def new_call_id() -> str:
+    """An id in OpenAI's shape (``call_`` + 24 hex digits), for a call that came without one (or with
+    one an earlier call of its turn already has)."""
+    return "call_" + uuid.uuid4().hex[:24]
 
 
 @dataclass

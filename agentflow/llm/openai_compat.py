@@ -20,45 +20,50 @@ How an ``LLMRequest`` maps onto the API:
   ``strict``). ``regex`` and ``choices`` constraints have no OpenAI form and are not sent: the
   orchestrator validates the output.
 - Streamed tool-call fragments are joined by index and their ``arguments`` parsed as JSON at the
-  end; arguments that are not a JSON object raise ``LLMError``.
+  end; arguments that are not a JSON object raise ``LLMError``. Servers that stray from OpenAI's
+  shape are read as meant: a name repeated in every fragment is kept once, a new ``id`` at an index
+  already in use (Ollama numbers every call 0) starts a new call, a fragment without ``index``
+  continues the last call unless it carries another ``id`` (or a name and no ``id``), and
+  ``arguments`` sent as an object are taken as they are. Events with empty ``data`` (keep-alives) are skipped.
 
-Errors are ``LLMError``: ``LLMStatusError`` (with ``status_code``) for HTTP error responses,
-carrying the server's own message. Retrying is the orchestrator's job; nothing is retried here.
+Errors are ``LLMError``: ``LLMStatusError`` (with ``status_code``, and ``retry_after`` when the
+server sent ``Retry-After``) for HTTP error responses, carrying the server's own message; a chunk
+that is not in OpenAI's shape is an ``LLMError`` too. Retrying is the orchestrator's job; nothing is
+retried here.
 Closing the stream early (break, cancellation) closes the HTTP response, which tells the server
 to stop generating.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
 import os
-import uuid
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from agentflow.llm.base import LLMError, LLMRequest, LLMResult, TextDelta, ToolCallRequest
+from agentflow.llm.base import LLMError, LLMRequest, LLMResult, TextDelta, ToolCallRequest, new_call_id
 
 log = logging.getLogger(__name__)
 
 
-def new_call_id() -> str:
-    """An id in OpenAI's shape (``call_`` + 24 hex digits), for a streamed call that came without one."""
-    return "call_" + uuid.uuid4().hex[:24]
-
-
 class LLMStatusError(LLMError):
     """The server answered with an HTTP error status; ``status_code`` says which (429 and 5xx are
-    usually worth a retry, 4xx otherwise are not)."""
+    usually worth a retry, 4xx otherwise are not) and ``retry_after`` how many seconds the server
+    asked to wait first (its ``Retry-After`` header, in seconds or as a date; None without one)."""
 
     code = "llm_http_error"
 
-    def __init__(self, message: str, *, status_code: int) -> None:
+    def __init__(self, message: str, *, status_code: int, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after
 
 
 class OpenAICompatible:
@@ -151,9 +156,9 @@ async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
         elif not line and lines:  # a blank line ends the event
             data, lines = "\n".join(lines), []
             done = done or data.strip() == "[DONE]"
-            if not done:
+            if not done and data.strip():  # an event with empty data is a keep-alive
                 yield data
-    if lines and not done and "\n".join(lines).strip() != "[DONE]":
+    if lines and not done and "\n".join(lines).strip() not in ("", "[DONE]"):
         yield "\n".join(lines)
 
 
@@ -178,10 +183,12 @@ class _PartialCall:
 
 @dataclass
 class _Accumulator:
-    """The stream so far: text, tool-call fragments by index, finish reason, usage."""
+    """The stream so far: text, tool calls in the order they began, finish reason, usage."""
 
     text: list[str] = field(default_factory=list)
-    calls: dict[int, _PartialCall] = field(default_factory=dict)
+    calls: list[_PartialCall] = field(default_factory=list)
+    at_index: dict[Any, _PartialCall] = field(default_factory=dict)
+    """The call each wire ``index`` currently names."""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
 
@@ -190,43 +197,84 @@ class _Accumulator:
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
         text = ""
-        for choice in chunk.get("choices") or []:
+        for choice in _list_of_objects(chunk.get("choices"), "choices"):
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise LLMError(f"the server sent a chunk whose delta is not an object: {delta!r:.200}")
             text = delta.get("content") or ""
+            if not isinstance(text, str):
+                raise LLMError(f"the server sent a chunk whose content is not a string: {text!r:.200}")
             if text:
                 self.text.append(text)
-            for fragment in delta.get("tool_calls") or []:
+            for fragment in _list_of_objects(delta.get("tool_calls"), "tool_calls"):
                 self._add_call_fragment(fragment)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return text
 
     def _add_call_fragment(self, fragment: dict[str, Any]) -> None:
-        call = self.calls.setdefault(fragment.get("index", len(self.calls)), _PartialCall())
-        call.id = fragment.get("id") or call.id
         function = fragment.get("function") or {}
-        call.name += function.get("name") or ""
-        call.arguments.append(function.get("arguments") or "")
+        if not isinstance(function, dict):
+            raise LLMError(f"the server sent a tool call whose function is not an object: {function!r:.200}")
+        call_id, name = fragment.get("id") or "", function.get("name") or ""
+        call = self._call_for(fragment.get("index"), call_id, name)
+        call.id = call_id or call.id
+        if name != call.name:  # some servers repeat the whole name in every fragment
+            call.name += name
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # sent as an object rather than as JSON text
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        elif arguments is not None and not isinstance(arguments, str):
+            raise LLMError(f"tool call {call.name!r} has arguments that are neither JSON text nor an object: "
+                           f"{arguments!r:.200}")
+        call.arguments.append(arguments or "")
+
+    def _call_for(self, index: Any, call_id: str, name: str) -> _PartialCall:
+        """The call a fragment continues, or a new one it begins."""
+        if index is None:  # servers that send whole calls leave the index out
+            last = self.calls[-1] if self.calls else None
+            if last is None or (call_id and call_id != last.id) or (not call_id and name):
+                last = _PartialCall()
+                self.calls.append(last)
+            return last
+        call = self.at_index.get(index)
+        if call is None or (call_id and call.id and call_id != call.id):  # a new id at a used index: a new call
+            call = self.at_index[index] = _PartialCall()
+            self.calls.append(call)
+        return call
 
     def result(self) -> LLMResult:
         if self.finish_reason is None and self.usage is None:
             raise LLMError("the server closed the stream before the response finished")
         usage = self.usage or {}
-        details = usage.get("prompt_tokens_details") or {}
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, dict) else {}
         return LLMResult(text="".join(self.text), finish_reason=self.finish_reason,
-                         tool_calls=[_finish_call(self.calls[i]) for i in sorted(self.calls)],
+                         tool_calls=[_finish_call(c, self.finish_reason) for c in self.calls],
                          prompt_tokens=usage.get("prompt_tokens") or 0,
                          completion_tokens=usage.get("completion_tokens") or 0,
                          cached_tokens=details.get("cached_tokens") or 0)
 
 
-def _finish_call(call: _PartialCall) -> ToolCallRequest:
+def _list_of_objects(value: Any, what: str) -> list[dict[str, Any]]:
+    """``value`` as a list of JSON objects (None: empty); anything else is a malformed chunk."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise LLMError(f"the server sent a chunk whose {what} is not a list of objects: {value!r:.200}")
+    return value
+
+
+def _finish_call(call: _PartialCall, finish_reason: str | None) -> ToolCallRequest:
     raw = "".join(call.arguments)
     try:
         arguments = json.loads(raw) if raw.strip() else {}
     except json.JSONDecodeError as e:
+        if finish_reason == "length":
+            raise LLMError(f"tool call {call.name!r} was cut short by max_tokens (finish_reason 'length'): "
+                           f"{raw[:200]!r}") from e
         raise LLMError(f"tool call {call.name!r} has arguments that are not valid JSON ({e}): {raw[:200]!r}") from e
     if not isinstance(arguments, dict):
         raise LLMError(f"tool call {call.name!r} has arguments that are not a JSON object: {raw[:200]!r}")
@@ -243,7 +291,22 @@ def _status_error(response: httpx.Response) -> LLMStatusError:
     if not message:
         message = response.text.strip()[:500] or response.reason_phrase
     return LLMStatusError(f"HTTP {response.status_code} from {response.request.url}: {message}",
-                          status_code=response.status_code)
+                          status_code=response.status_code, retry_after=_retry_after(response.headers))
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from a ``Retry-After`` header (a number of seconds or an HTTP date), or None."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _error_message(body: Any) -> str | None:

@@ -7,7 +7,10 @@ writing the next call; other calls start when the turn ends (all at once, or one
 ``dispatch: sequential``). Tools that require approval pause the run at an interrupt first. When
 every call has a result, the assistant message and one tool message per call are appended and the
 next turn begins; a turn without calls is the answer. The last allowed turn (``max_steps``) is asked
-with ``tool_choice: none``, so the loop ends with an answer.
+with ``tool_choice: none``, so the loop ends with an answer; a backend that calls tools anyway fails the
+node, and those calls are not run (nor put up for approval), since no turn is left to read their results.
+Calls are told apart by id: a call that comes without one, or with the id of an earlier call of its turn
+(some servers repeat them), gets a fresh id, so each call has its own result, approval and idempotency key.
 
 Results reach the model as data: invisible Unicode stripped, size-capped with a note, and labelled
 as untrusted (:mod:`agentflow.untrusted`). A failed call becomes an error result the model can react
@@ -31,7 +34,15 @@ from typing import Any
 import anyio
 
 from agentflow.dsl.ir import AgentNode
-from agentflow.llm.base import LLMRequest, LLMResult, TextDelta, ToolCallDelta, ToolCallReady, ToolCallRequest
+from agentflow.llm.base import (
+    LLMRequest,
+    LLMResult,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallReady,
+    ToolCallRequest,
+    new_call_id,
+)
 from agentflow.runtime.errors import CheckpointLost, NodeError
 from agentflow.runtime.events import LLMDelta, LLMToolCall, LLMUsage
 from agentflow.tool import Tool
@@ -72,6 +83,7 @@ async def run_agent(node: AgentNode, ns: dict[str, Any], call: Any) -> Any:
     messages = leaf.messages_for(node, ns)
     for step in range(node.max_steps):
         key = f"{call.path}#turn{step}"
+        last = step == node.max_steps - 1
         choice = _tool_choice(node, step, by_name) if schemas else None
         request = leaf.request_for(messages, sampling, model, call, tools=schemas)
         request.tool_choice = choice
@@ -81,11 +93,16 @@ async def run_agent(node: AgentNode, ns: dict[str, Any], call: Any) -> Any:
         found, saved = call.recall(key)
         if found:
             turn = _Turn(saved["text"], [ToolCallRequest(**c) for c in saved["tool_calls"]])
-            await _dispatch_rest(turn, node, by_name, call, key)
+            if not last:
+                await _dispatch_rest(turn, node, by_name, call, key)
         else:
-            turn = await _generate(llm, request, node, by_name, call, key)
+            turn = await _generate(llm, request, node, by_name, call, key, dispatch=not last)
         if not turn.calls:
             return turn.text
+        if last:
+            names = ", ".join(sorted({c.name for c in turn.calls}))
+            raise NodeError(f"the agent did not give a final answer within max_steps={node.max_steps}: its last "
+                            f"turn called tools anyway ({names}), which were not run", node=call.path)
         messages.append({"role": "assistant", "content": turn.text, "tool_calls": [
             {"id": c.id, "type": "function",
              "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
@@ -108,12 +125,14 @@ def _tool_choice(node: AgentNode, step: int, by_name: dict[str, Tool]) -> str | 
 
 
 async def _generate(llm: Any, request: LLMRequest, node: AgentNode, by_name: dict[str, Tool], call: Any,
-                    key: str) -> _Turn:
-    """Stream one turn, starting eligible tools as their calls complete; then run the rest."""
+                    key: str, *, dispatch: bool = True) -> _Turn:
+    """Stream one turn, starting eligible tools as their calls complete; then run the rest (none of
+    them without ``dispatch``)."""
     await call.durable()
     turn = _Turn("", [])
     result: LLMResult | None = None
     begun = 0  # calls whose name has been written
+    streamed: set[int] = set()  # the indexes of the result's calls that came as ToolCallReady
     with _first_error():
         async with anyio.create_task_group() as tg:
             stream = llm.stream(request)
@@ -126,15 +145,13 @@ async def _generate(llm: Any, request: LLMRequest, node: AgentNode, by_name: dic
                         if item.name is not None:
                             begun += 1
                     elif isinstance(item, ToolCallReady):
-                        tc = item.call
-                        index = len(turn.calls)
-                        turn.calls.append(tc)
-                        call.emit(LLMToolCall, index=index, tool=tc.name, call_id=tc.id, arguments=tc.arguments)
-                        tool = by_name.get(tc.name)
-                        if node.dispatch == "streamed" and tool is not None and not tool.side_effects \
+                        streamed.add(item.index)
+                        index = _add_call(turn, item.call, call)
+                        tool = by_name.get(item.call.name)
+                        if dispatch and node.dispatch == "streamed" and tool is not None and not tool.side_effects \
                                 and not tool.requires_approval:
                             turn.started.add(index)
-                            tg.start_soon(_run_call, turn, index, tool, tc, node, call, key, True)
+                            tg.start_soon(_run_call, turn, index, by_name, node, call, key, True)
                     elif isinstance(item, LLMResult):
                         result = item
             finally:
@@ -149,16 +166,26 @@ async def _generate(llm: Any, request: LLMRequest, node: AgentNode, by_name: dic
             call.emit(LLMUsage, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
                       cached_tokens=result.cached_tokens, finish_reason=result.finish_reason)
             # A backend that does not stream calls (or an OpenAI server that sends them whole) lists them here.
-            known = {c.id for c in turn.calls}
-            for tc in result.tool_calls:
-                if tc.id not in known:
-                    call.emit(LLMToolCall, index=len(turn.calls), tool=tc.name, call_id=tc.id, arguments=tc.arguments)
-                    turn.calls.append(tc)
+            for i, tc in enumerate(result.tool_calls):
+                if i not in streamed:
+                    _add_call(turn, tc, call)
             turn.text = result.text
             call.remember(key, {"text": turn.text, "tool_calls": [
                 {"id": c.id, "name": c.name, "arguments": c.arguments} for c in turn.calls]})
-            await _dispatch_rest(turn, node, by_name, call, key, tg)
+            if dispatch:
+                await _dispatch_rest(turn, node, by_name, call, key, tg)
     return turn
+
+
+def _add_call(turn: _Turn, tc: ToolCallRequest, call: Any) -> int:
+    """Append a call the model made to ``turn`` (with a fresh id if it has none or a repeated one) and
+    announce it; return its index."""
+    if not tc.id or any(c.id == tc.id for c in turn.calls):
+        tc = ToolCallRequest(new_call_id(), tc.name, tc.arguments)
+    index = len(turn.calls)
+    turn.calls.append(tc)
+    call.emit(LLMToolCall, index=index, tool=tc.name, call_id=tc.id, arguments=tc.arguments)
+    return index
 
 
 async def _dispatch_rest(turn: _Turn, node: AgentNode, by_name: dict[str, Tool], call: Any, key: str,
@@ -168,7 +195,7 @@ async def _dispatch_rest(turn: _Turn, node: AgentNode, by_name: dict[str, Tool],
     if node.dispatch == "sequential":
         for i in pending:
             turn.started.add(i)
-            await _run_call(turn, i, by_name.get(turn.calls[i].name), turn.calls[i], node, call, key, False)
+            await _run_call(turn, i, by_name, node, call, key, False)
         return
     if tg is None:
         with _first_error():
@@ -177,24 +204,26 @@ async def _dispatch_rest(turn: _Turn, node: AgentNode, by_name: dict[str, Tool],
         return
     for i in pending:
         turn.started.add(i)
-        tg.start_soon(_run_call, turn, i, by_name.get(turn.calls[i].name), turn.calls[i], node, call, key, False)
+        tg.start_soon(_run_call, turn, i, by_name, node, call, key, False)
 
 
-async def _run_call(turn: _Turn, index: int, tool: Tool | None, tc: ToolCallRequest, node: AgentNode, call: Any,
-                    key: str, early: bool) -> None:
-    """One call: replayed if recorded, else approved (if needed), run, and recorded; its content for the model
-    lands in ``turn.contents[index]``."""
+async def _run_call(turn: _Turn, index: int, by_name: dict[str, Tool], node: AgentNode, call: Any, key: str,
+                    early: bool) -> None:
+    """Call ``index`` of the turn: replayed if recorded, else approved (if needed), run, and recorded; its
+    content for the model lands in ``turn.contents[index]``."""
     from agentflow.runtime.nodes import run_tool_call
     from agentflow.untrusted import tool_error_content, tool_result_content
 
+    tc = turn.calls[index]
     result_key = f"{key}/{tc.id}"
     found, saved = call.recall(result_key)
     if found:
         turn.contents[index] = saved
         return
+    tool = by_name.get(tc.name)
     if tool is None:
         content = tool_error_content(tc.name, f"there is no tool named {tc.name!r}; available: "
-                                     f"{', '.join(t for t in (node.tools or [])) or 'none'}")
+                                     f"{', '.join(by_name) or 'none'}")
     elif tool.requires_approval and not await _approved(tool, tc, call):
         content = tool_error_content(tc.name, "the call was not approved, so it did not run")
     else:
