@@ -224,3 +224,41 @@ async def test_an_unknown_tool_is_answered_with_the_names_the_model_can_call(ser
     error = wrapped(server.received[1].body["messages"][-1]["content"], "delete_everything", tag="tool_error")
     assert "files" not in offered  # a group's name, not a tool's
     assert error == f"there is no tool named 'delete_everything'; available: {', '.join(offered)}"
+
+
+@pytest.mark.parametrize("dispatch", ["sequential", "after_generation", "streamed"])
+async def test_a_turn_is_stored_before_any_of_its_calls_runs(server: FakeOpenAIServer, tmp_path: Any,
+                                                             dispatch: str) -> None:
+    """A tool's idempotency key holds its call's id, which the model chose in the turn; a crash after the tool
+    started but before the turn was stored would re-ask the model on resume and run the tool again under a new
+    key. So when a tool starts, the turn that asked for it is committed: read here straight from the SQLite file,
+    by another connection, as a restarted process would."""
+    import sqlite3
+
+    db = tmp_path / "runs.db"
+    seen: list[tuple[str, list[str]]] = []
+
+    def get_weather(city: str, ctx: ToolContext) -> str:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT output FROM nodes WHERE kind = 'decision'").fetchall()
+        stored = [json.loads(output) for (output,) in rows]
+        seen.append((ctx.idempotency_key, [c["id"] for turn in stored if isinstance(turn, dict)
+                                           for c in turn.get("tool_calls") or ()]))
+        return "sunny"
+
+    def get_time(tz: str) -> str:
+        return tz
+
+    spec = AGENT.replace("max_steps: 3", f"max_steps: 3\n    dispatch: {dispatch}")
+    script(server, [calls_reply(("c1", "get_weather", {"city": "Oslo"}), ("c2", "get_weather", {"city": "Rome"})),
+                    sse_reply(text_chunks(["Sunny."]))])
+    llm = OpenAICompatible(server.base_url, api_key="test", model="gpt-fake")
+    try:
+        async with Runtime(llm=llm, tools=[get_weather, get_time], store=db) as rt:
+            record = await rt.run(load_yaml(spec), {"question": "Weather?"})
+    finally:
+        await llm.aclose()
+    assert record.status == "completed"
+    assert len(seen) == 2
+    for key, stored_ids in seen:
+        assert key.endswith((":c1", ":c2")) and {"c1", "c2"} <= set(stored_ids), (key, stored_ids)

@@ -39,7 +39,7 @@ class RunPort(Protocol):
 
     def recall(self, key: str) -> tuple[bool, Any]: ...
 
-    def remember(self, key: str, value: Any) -> None: ...
+    def remember(self, key: str, value: Any) -> int: ...
 
 
 class NodeCall:
@@ -84,8 +84,9 @@ class NodeCall:
         return self.run.recall(key)
 
     def remember(self, key: str, value: Any) -> None:
-        """Record a value in the run's store for replay on resume."""
-        self.run.remember(key, value)
+        """Record a value in the run's store for replay on resume; this node's next :meth:`durable` waits
+        until it is committed."""
+        self.ticket = self.run.remember(key, value)
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -203,9 +203,15 @@ class RunExecution:
     def checkpoint(self, record: NodeRecord, event_cls: type[EventBase], **fields: Any) -> None:
         """Queue the node's final event and its checkpoint as one transaction; :meth:`durable` waits for it."""
         event = self.make_event(event_cls, node=record.path, attempt=record.attempt, **fields)
-        self._commits.append((self._queued, self.services.store.append_soon(self.run_id, [event], [record])))
-        self._queued += 1
+        self._queue([event], [record])
         self.done[record.path] = record
+
+    def _queue(self, events: list[EventBase], records: list[NodeRecord]) -> int:
+        """Queue one write (FIFO with every other); :meth:`durable` waits for it. Returns the ticket that
+        covers it: the count queued so far."""
+        self._commits.append((self._queued, self.services.store.append_soon(self.run_id, events, records)))
+        self._queued += 1
+        return self._queued
 
     async def durable(self, ticket: int | None = None) -> None:
         """The barrier before anything leaves the process: return once the checkpoints numbered below
@@ -244,7 +250,7 @@ class RunExecution:
             return self.decisions[path]
         value = leaf.jsonable(compute())
         self.decisions[path] = value
-        self.services.store.append_nowait(self.run_id, nodes=[NodeRecord(self.run_id, path, "decision", output=value)])
+        self._queue([], [NodeRecord(self.run_id, path, "decision", output=value)])
         return value
 
     # -- levels ------------------------------------------------------------------------------------
@@ -540,12 +546,14 @@ class RunExecution:
         """``(True, value)`` if :meth:`remember` stored ``key`` in this run (this process or a previous one)."""
         return (True, self.decisions[key]) if key in self.decisions else (False, None)
 
-    def remember(self, key: str, value: Any) -> None:
+    def remember(self, key: str, value: Any) -> int:
         """Record ``value`` under ``key`` in the run's store, so a resumed run replays it instead of redoing
-        the work (an agent's LLM turns and tool results)."""
+        the work (an agent's LLM turns and tool results). Returns the :meth:`durable` ticket that covers the
+        record: the caller waits on it before its next side effect, so a crash can never leave a tool run
+        whose turn (and so whose idempotency key) is not stored."""
         value = leaf.jsonable(value)
         self.decisions[key] = value
-        self.services.store.append_nowait(self.run_id, nodes=[NodeRecord(self.run_id, key, "decision", output=value)])
+        return self._queue([], [NodeRecord(self.run_id, key, "decision", output=value)])
 
     def deliver(self, path: str, value: Any) -> None:
         """Hand a resume value to the interrupt node waiting at ``path``."""
