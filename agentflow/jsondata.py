@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["json_problem"]
+__all__ = ["has_lone_surrogate", "json_problem"]
 
 
 def _escape(key: str) -> str:
@@ -33,11 +33,11 @@ def json_problem(value: Any, pointer: str = "") -> tuple[str, str] | None:
             if not math.isfinite(item):
                 return where, f"{item!r} is not a JSON number (numbers must be finite)"
         elif kind is str:
-            if not item.isascii() and _lone_surrogate(item):
+            if not item.isascii() and has_lone_surrogate(item):
                 return where, "the string holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text"
         elif isinstance(item, dict):
             for key, child in reversed(list(item.items())):
-                if isinstance(key, str) and not key.isascii() and _lone_surrogate(key):
+                if isinstance(key, str) and not key.isascii() and has_lone_surrogate(key):
                     return where, "a key holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text"
                 stack.append((f"{where}/{_escape(str(key))}", child))
         elif isinstance(item, (list, tuple)):
@@ -47,7 +47,9 @@ def json_problem(value: Any, pointer: str = "") -> tuple[str, str] | None:
     return None
 
 
-def _lone_surrogate(text: str) -> bool:
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone UTF-16 surrogate, so cannot be encoded as UTF-8 (JSON escapes and
+    ``surrogateescape``-decoded file names bring them)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

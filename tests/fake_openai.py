@@ -81,25 +81,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def sse_reply(chunks: list[dict[str, Any]], *, done: bool = True, delay: float = 0.0) -> Reply:
-    """A 200 ``text/event-stream``: one ``data:`` event per chunk, then ``data: [DONE]``."""
-
-    def reply(h: _Handler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-        for chunk in chunks:
-            h.write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
-            time.sleep(delay)
-        if done:
-            h.write_chunk(b"data: [DONE]\n\n")
-        h.write_chunk(b"")
-
-    return reply
+    """A 200 ``text/event-stream``: one ``data:`` event per chunk (``delay`` seconds apart), then ``data: [DONE]``."""
+    return raw_sse_reply([f"data: {json.dumps(chunk)}\n\n" for chunk in chunks], delay=delay,
+                         end="data: [DONE]\n\n" if done else "")
 
 
-def raw_sse_reply(events: list[str]) -> Reply:
-    """A 200 ``text/event-stream`` whose body is ``events`` as they are (for off-spec streams)."""
+def raw_sse_reply(events: list[str], *, delay: float = 0.0, end: str = "") -> Reply:
+    """A 200 ``text/event-stream`` whose body is ``events`` as they are (for off-spec streams), then ``end``."""
 
     def reply(h: _Handler) -> None:
         h.send_response(200)
@@ -108,6 +96,9 @@ def raw_sse_reply(events: list[str]) -> Reply:
         h.end_headers()
         for event in events:
             h.write_chunk(event.encode())
+            time.sleep(delay)
+        if end:
+            h.write_chunk(end.encode())
         h.write_chunk(b"")
 
     return reply

@@ -37,6 +37,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from agentflow.jsondata import has_lone_surrogate
 from agentflow.tool import Tool, ToolError, ToolRetry, tool
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Workspace:
             raise ToolError(f"path must be a string, got {type(path).__name__}")
         if "\x00" in path:
             raise ToolError("path contains a NUL byte")
-        if not _is_unicode(path):
+        if has_lone_surrogate(path):
             raise ToolError("path is not valid Unicode text (it holds a lone surrogate)")
         if len(path) > MAX_PATH_CHARS:
             raise ToolError(f"path is too long ({len(path)} characters; the limit is {MAX_PATH_CHARS})")
@@ -92,18 +93,9 @@ class Workspace:
         """``full`` as a '/'-separated path relative to the root ('.' for the root). Bytes of a name that
         are not UTF-8 (which Python holds as lone surrogates) are shown as ``\\xNN`` escapes."""
         rel = full.relative_to(self.root).as_posix()
-        if not _is_unicode(rel):
+        if has_lone_surrogate(rel):
             rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         return rel or "."
-
-
-def _is_unicode(text: str) -> bool:
-    """Whether ``text`` can be encoded as UTF-8 (it holds no lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _open_flags(base: int) -> int:
@@ -271,7 +263,7 @@ def make_file_tools(root: str | os.PathLike[str], *, max_read_bytes: int = 1_000
             create_dirs: Create missing parent directories.
         """
         full = workspace.resolve(path)
-        if not _is_unicode(content):
+        if has_lone_surrogate(content):
             raise ToolError("content is not valid Unicode text (it holds a lone surrogate)")
         data = content.encode("utf-8")
         if len(data) > max_write_bytes:
