@@ -489,7 +489,7 @@ class Engine:
         return Delta(seq.request_id, tokens, text, logprobs,
                      finish_reason=seq.finish_reason if final else None, stop_reason=seq.stop_reason,
                      prompt_tokens=seq.num_prompt, cached_tokens=max(seq.cached_tokens, 0),
-                     completion_tokens=known, error=_error(seq) if final else None)
+                     completion_tokens=known, error=seq.error if final else None)
 
     # ---- conveniences ---------------------------------------------------------------------
 
@@ -520,7 +520,7 @@ class Engine:
         text = seq.detok.text if seq.detok is not None else ""
         return self.structured(Output(seq.request_id, seq.output_ids, text, seq.finish_reason, seq.stop_reason,
                                       seq.num_prompt, max(seq.cached_tokens, 0),
-                                      list(seq.logprobs) if seq.params.logprobs else None, error=_error(seq)),
+                                      list(seq.logprobs) if seq.params.logprobs else None, error=seq.error),
                                seq.spec)
 
     def structured(self, output: Output, spec: object) -> Output:
@@ -599,13 +599,6 @@ class Engine:
 
     def in_flight(self) -> list[str]:
         return [rid for rid, s in self._seqs.items() if s.status is not Status.FINISHED]
-
-
-def _error(seq: Sequence) -> str | None:
-    """Why ``seq`` ended with ``finish_reason="error"`` (its constraint failed), else None."""
-    if seq.finish_reason != "error":
-        return None
-    return f"the output constraint failed: {getattr(seq.constraint, 'error', None) or 'unknown error'}"
 
 
 def _warm_constraints(tokenizer: Tokenizer) -> None:

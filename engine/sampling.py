@@ -392,10 +392,9 @@ class Sampler:
     def _truncated_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
         device = logits.device
         temperature = _on(device, [p.temperature for p in params], torch.float32).unsqueeze(1)
-        # Shifted so the top logit is 0: a tiny temperature (1e-30) then sends the others to -inf, not the top one
-        # to +inf (NaN after softmax); floored where float32 would round it to 0 (0 / 0).
-        shifted = logits - logits.max(dim=-1, keepdim=True).values
-        probs = torch.softmax(shifted / temperature.clamp_(min=torch.finfo(torch.float32).tiny), dim=-1)  # [R, V]
+        # Floored so logits / temperature stays finite (1e-45 is 0 in float32: x / 0 is inf, then NaN after
+        # softmax); softmax itself subtracts the row's max, so at the floor the top token takes all the mass.
+        probs = torch.softmax(logits / temperature.clamp_(min=MIN_TEMPERATURE), dim=-1)  # [R, V]
         truncated = [i for i, p in enumerate(params) if p.top_k > 0 or p.top_p < 1.0]
         if truncated:
             index = torch.tensor(truncated, device=device)
@@ -422,6 +421,9 @@ class Sampler:
             self._generators[device] = g
         return self._generators[device]
 
+
+MIN_TEMPERATURE = 1e-30
+"""Smaller temperatures sample as this one: the top token (logits up to 1e8 stay finite when divided by it)."""
 
 TOP_CANDIDATES = 1024
 """top-k / top-p look at this many most likely tokens first; a full sort only when they hold less

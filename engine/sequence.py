@@ -89,3 +89,10 @@ class Sequence:
     @property
     def finished(self) -> bool:
         return self.status is Status.FINISHED
+
+    @property
+    def error(self) -> str | None:
+        """Why the sequence ended with ``finish_reason="error"`` (its constraint failed), else None."""
+        if self.finish_reason != "error":
+            return None
+        return f"the output constraint failed: {getattr(self.constraint, 'error', None) or 'unknown error'}"

@@ -268,9 +268,15 @@ async def test_connect_timeout_is_bounded() -> None:
 
 CRASHING_SERVER = """
 import os
+from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
 
 server = MCPServer("crashy", log_level="WARNING")
+
+
+@server.tool()
+def busy() -> str:
+    raise MCPError(code=-32000, message="rate limited: try again in 5 s")
 
 
 @server.tool()
@@ -368,34 +374,13 @@ def test_convert_result() -> None:
                         "mime_type": "text/plain"}
 
 
-SERVER_ERROR_SERVER = """
-from mcp import MCPError
-from mcp.server.mcpserver import MCPServer
-
-server = MCPServer("busy", log_level="WARNING")
-
-
-@server.tool()
-def busy() -> str:
-    raise MCPError(code=-32000, message="rate limited: try again in 5 s")
-
-
-@server.tool()
-def ping() -> str:
-    return "pong"
-
-
-server.run("stdio")
-"""
-
-
 async def test_a_server_error_with_code_32000_is_not_a_closed_connection(tmp_path: Path) -> None:
     # -32000 is the SDK's code for "connection closed", and also the first of JSON-RPC's server-error codes.
-    script = tmp_path / "busy.py"
-    script.write_text(SERVER_ERROR_SERVER)
-    async with MCPManager([MCPServer(name="busy", command=[sys.executable, str(script)], timeout=10)]) as manager:
-        tools = {t.name: t for t in await manager.tools("busy")}
+    script = tmp_path / "crashy.py"
+    script.write_text(CRASHING_SERVER)
+    async with MCPManager([MCPServer(name="crashy", command=[sys.executable, str(script)], timeout=10)]) as manager:
+        tools = {t.name: t for t in await manager.tools("crashy")}
         with pytest.raises(ToolError, match="rate limited: try again in 5 s"):
-            await tools["busy_busy"].call({}, CTX)
-        assert manager.connected == ["busy"]
-        assert await tools["busy_ping"].call({}, CTX) == "pong"  # the same connection, still up
+            await tools["crashy_busy"].call({}, CTX)
+        assert manager.connected == ["crashy"]
+        assert await tools["crashy_ping"].call({}, CTX) == "pong"  # the same connection, still up
