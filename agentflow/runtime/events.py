@@ -125,11 +125,13 @@ class RunCancelled(EventBase):
     reason: str = ""
 
 
-Event = Annotated[
+AnyEvent = (
     RunStarted | NodeStarted | LLMDelta | LLMToolCall | LLMUsage | ToolCall | ToolResult | NodeCompleted | NodeFailed
-    | NodeRetrying | RunInterrupted | RunResumed | RunCompleted | RunFailed | RunCancelled,
-    Field(discriminator="event"),
-]
+    | NodeRetrying | RunInterrupted | RunResumed | RunCompleted | RunFailed | RunCancelled
+)
+"""Every event kind. Type checkers narrow it by its ``event`` name: after ``if e.event == "llm.delta":``,
+``e.text`` is known to exist."""
+Event = Annotated[AnyEvent, Field(discriminator="event")]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 TERMINAL_EVENTS = frozenset({"run.completed", "run.failed", "run.cancelled"})
 
@@ -142,8 +144,25 @@ def parse_event(data: dict[str, Any] | str) -> EventBase:
 
 
 __all__ = [
-    "EVENT_ADAPTER", "TERMINAL_EVENTS", "Event", "EventBase", "LLMDelta", "LLMToolCall", "LLMUsage",
-    "NodeCompleted", "NodeFailed",
-    "NodeRetrying", "NodeStarted", "RunCancelled", "RunCompleted", "RunFailed", "RunInterrupted", "RunResumed",
-    "RunStarted", "ToolCall", "ToolResult", "parse_event",
+    "EVENT_ADAPTER",
+    "TERMINAL_EVENTS",
+    "AnyEvent",
+    "Event",
+    "EventBase",
+    "LLMDelta",
+    "LLMToolCall",
+    "LLMUsage",
+    "NodeCompleted",
+    "NodeFailed",
+    "NodeRetrying",
+    "NodeStarted",
+    "RunCancelled",
+    "RunCompleted",
+    "RunFailed",
+    "RunInterrupted",
+    "RunResumed",
+    "RunStarted",
+    "ToolCall",
+    "ToolResult",
+    "parse_event",
 ]

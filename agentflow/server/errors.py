@@ -10,12 +10,13 @@ import json
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from agentflow.api import ErrorBody, ErrorDetail
 from agentflow.errors import AgentflowError
 
 log = logging.getLogger(__name__)
@@ -24,19 +25,6 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error",
           415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
           503: "overloaded_error"}
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-    details: list[dict[str, Any]] | None = None
-    """Every problem, for requests with several (e.g. workflow validation errors)."""
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
 
 
 class ApiError(Exception):

@@ -28,6 +28,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from agentflow.api import RunView
 from agentflow.dsl.errors import TemplateError
 from agentflow.dsl.ir import Trigger, WorkflowSpec
 from agentflow.dsl.templates import render, render_value
@@ -37,7 +38,7 @@ from agentflow.runtime.store import RunRecord
 from agentflow.server.endpoint import Endpoint, parse_json
 from agentflow.server.errors import ApiError
 from agentflow.server.registry import Registry
-from agentflow.server.runs_api import RunView, idempotent_run_id, owned_run, start_run, view
+from agentflow.server.runs_api import idempotent_run_id, owned_run, start_run, view
 from agentflow.server.signatures import SecretError, SignatureError, decode_secret, verify_github, verify_standard
 from agentflow.server.state import ServerState, state_of
 

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Literal
 
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from agentflow import __version__
+from agentflow.api import Health, Readiness
 from agentflow.server.endpoint import Endpoint
 from agentflow.server.state import state_of
 
 log = logging.getLogger(__name__)
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    version: str
-
-
-class Readiness(BaseModel):
-    ready: bool
-    model: str | None
-    """The served model, or None when the server has no local model."""
-    model_loaded: bool
-    store: str
 
 
 async def health(request: Request) -> Response:

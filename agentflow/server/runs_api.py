@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from agentflow.api import RunList, RunView
 from agentflow.runtime.errors import RunExistsError
 from agentflow.runtime.events import EventBase
 from agentflow.runtime.store import RunRecord
@@ -38,23 +39,6 @@ MAX_SEQ = 2**62
 """Event ids beyond any a run can reach (SQLite integers are 64-bit)."""
 
 
-class RunView(BaseModel):
-    run_id: str
-    workflow: str
-    version: int
-    status: str
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    interrupt: dict[str, Any] | None = None
-    created_at: float
-    updated_at: float
-    events_url: str
-
-
-class RunList(BaseModel):
-    data: list[RunView]
-    next_cursor: str | None = None
 
 
 class CreateRun(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from agentflow.api import ValidationResult, WorkflowDetail, WorkflowList, WorkflowSummary
 from agentflow.dsl.errors import WorkflowValidationError
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.server.endpoint import Endpoint, parse_json, query
@@ -23,38 +24,6 @@ from agentflow.server.registry import Version
 from agentflow.server.state import ServerState, state_of, tenant_of
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
-
-
-class WorkflowSummary(BaseModel):
-    name: str
-    version: int
-    description: str
-    versions: list[int]
-    origin: str
-    created_at: float
-
-
-class WorkflowList(BaseModel):
-    data: list[WorkflowSummary]
-
-
-class WorkflowDetail(WorkflowSummary):
-    ir: dict[str, Any]
-    source: str | None = Field(description="The YAML it was registered from; null for IR given as JSON.")
-
-
-class Issue(BaseModel):
-    code: str
-    message: str
-    pointer: str = ""
-    line: int | None = None
-    column: int | None = None
-
-
-class ValidationResult(BaseModel):
-    valid: bool
-    name: str | None = None
-    issues: list[Issue]
 
 
 class VersionQuery(BaseModel):
