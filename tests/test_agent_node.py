@@ -216,6 +216,68 @@ async def test_calls_that_share_an_id_each_run_with_their_own_result(server: Fak
     assert len(set(keys)) == 3  # each call its own idempotency key
 
 
+async def test_an_id_reused_in_a_later_turn_gets_a_fresh_one(server: FakeOpenAIServer) -> None:
+    """A server that numbers calls per turn ("call_0" every time): each call still gets its own idempotency key
+    and tool message, and the tool events name the same id as the model's call event."""
+    keys: list[str] = []
+
+    @tool(side_effects=False)
+    def get_weather(city: str, ctx: ToolContext) -> str:
+        """Current weather for a city."""
+        keys.append(ctx.idempotency_key)
+        return f"rain in {city}"
+
+    def get_time(tz: str) -> str:
+        return tz
+
+    script(server, [calls_reply(("call_0", "get_weather", {"city": "Rome"})),
+                    calls_reply(("call_0", "get_weather", {"city": "Oslo"})),
+                    sse_reply(text_chunks(["Rain."]))])
+    record, events = await run_agent(server, [get_weather, get_time], AGENT)
+    assert record.status == "completed", record.error
+    assert len(keys) == 2 and len(set(keys)) == 2
+    messages = server.received[2].body["messages"]
+    ids = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    assert ids[0] == "call_0" and len(set(ids)) == 2
+    assert [m["tool_calls"][0]["id"] for m in messages if m.get("tool_calls")] == ids
+    announced = [e.call_id for e in events if e.event == "llm.tool_call"]  # type: ignore[attr-defined]
+    for name in ("tool.call", "tool.result"):
+        assert [e.call_id for e in events if e.event == name] == announced == ids  # type: ignore[attr-defined]
+    assert all(key.endswith(f":{i}") and key.count(":") == 3 for key, i in zip(keys, ids, strict=True))
+
+
+async def test_an_approval_is_asked_again_when_a_later_turn_reuses_the_call_id(server: FakeOpenAIServer) -> None:
+    ran: list[str] = []
+
+    @tool(requires_approval=True)
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        ran.append(city)
+        return f"rain in {city}"
+
+    def get_time(tz: str) -> str:
+        return tz
+
+    script(server, [calls_reply(("call_0", "get_weather", {"city": "Rome"})),
+                    calls_reply(("call_0", "get_weather", {"city": "Oslo"})),
+                    sse_reply(text_chunks(["Rain."]))])
+    llm = OpenAICompatible(server.base_url, api_key="test", model="gpt-fake")
+    try:
+        async with Runtime(llm=llm, tools=[get_weather, get_time], store=":memory:") as rt:
+            first = await rt.run(load_yaml(AGENT), {"question": "Weather?"})
+            assert first.status == "interrupted" and first.interrupt is not None
+            assert first.interrupt["arguments"] == {"city": "Rome"}
+            await rt.resume(first.run_id, {"approved": True})
+            second = await rt.wait(first.run_id)
+            assert second.status == "interrupted" and second.interrupt is not None  # asked again, not replayed
+            assert second.interrupt["arguments"] == {"city": "Oslo"} and ran == ["Rome"]
+            await rt.resume(first.run_id, {"approved": False})
+            done = await rt.wait(first.run_id)
+    finally:
+        await llm.aclose()
+    assert done.status == "completed" and ran == ["Rome"]
+
+
 async def test_an_unknown_tool_is_answered_with_the_names_the_model_can_call(server: FakeOpenAIServer) -> None:
     script(server, [calls_reply(("c1", "delete_everything", {})), sse_reply(text_chunks(["Sorry."]))])
     record, _ = await run_agent(server, [], AGENT.replace("[get_weather, get_time]", "[files, calculator]"))

@@ -68,6 +68,9 @@ class _Turn:
     calls: list[ToolCallRequest]
     contents: dict[int, str] = field(default_factory=dict)
     started: set[int] = field(default_factory=set)
+    taken: set[str] = field(default_factory=set)
+    """Call ids of the node's earlier turns: a model (or server) that reuses one gets a fresh id, so each call
+    has its own idempotency key and approval, and the conversation its own tool message."""
 
 
 async def run_agent(node: AgentNode, ns: dict[str, Any], call: Any) -> Any:
@@ -81,6 +84,7 @@ async def run_agent(node: AgentNode, ns: dict[str, Any], call: Any) -> Any:
     model = node.model or call.defaults.model
     llm = call.llm_for(model)
     messages = leaf.messages_for(node, ns)
+    used: set[str] = set()
     for step in range(node.max_steps):
         key = f"{call.path}#turn{step}"
         last = step == node.max_steps - 1
@@ -96,7 +100,8 @@ async def run_agent(node: AgentNode, ns: dict[str, Any], call: Any) -> Any:
             if not last:
                 await _dispatch_rest(turn, node, by_name, call, key)
         else:
-            turn = await _generate(llm, request, node, by_name, call, key, dispatch=not last)
+            turn = await _generate(llm, request, node, by_name, call, key, used, dispatch=not last)
+        used.update(c.id for c in turn.calls)
         if not turn.calls:
             return turn.text
         if last:
@@ -125,11 +130,11 @@ def _tool_choice(node: AgentNode, step: int, by_name: dict[str, Tool]) -> str | 
 
 
 async def _generate(llm: Any, request: LLMRequest, node: AgentNode, by_name: dict[str, Tool], call: Any,
-                    key: str, *, dispatch: bool = True) -> _Turn:
+                    key: str, used: set[str], *, dispatch: bool = True) -> _Turn:
     """Stream one turn, starting eligible tools as their calls complete; then run the rest (none of
     them without ``dispatch``)."""
     await call.durable()
-    turn = _Turn("", [])
+    turn = _Turn("", [], taken=used)
     result: LLMResult | None = None
     begun = 0  # calls whose name has been written
     streamed: set[int] = set()  # the indexes of the result's calls that came as ToolCallReady
@@ -178,9 +183,9 @@ async def _generate(llm: Any, request: LLMRequest, node: AgentNode, by_name: dic
 
 
 def _add_call(turn: _Turn, tc: ToolCallRequest, call: Any) -> int:
-    """Append a call the model made to ``turn`` (with a fresh id if it has none or a repeated one) and
-    announce it; return its index."""
-    if not tc.id or any(c.id == tc.id for c in turn.calls):
+    """Append a call the model made to ``turn`` (with a fresh id if it has none or one already used in this
+    turn or an earlier one) and announce it; return its index."""
+    if not tc.id or tc.id in turn.taken or any(c.id == tc.id for c in turn.calls):
         tc = ToolCallRequest(new_call_id(), tc.name, tc.arguments)
     index = len(turn.calls)
     turn.calls.append(tc)
@@ -228,7 +233,7 @@ async def _run_call(turn: _Turn, index: int, by_name: dict[str, Tool], node: Age
         content = tool_error_content(tc.name, "the call was not approved, so it did not run")
     else:
         try:
-            result = await run_tool_call(tool, tc.arguments, call, f"{call.path}:{tc.id}", early=early)
+            result = await run_tool_call(tool, tc.arguments, call, tc.id, early=early)
         except CheckpointLost:
             raise
         except Exception as exc:
