@@ -26,6 +26,7 @@ from agentflow.llm import (
     generate,
     resolve_llm,
 )
+from agentflow.runtime.events import NodeRetrying
 from tests.fake_openai import (
     FakeOpenAIServer,
     chunk,
@@ -307,3 +308,34 @@ def test_resolve_llm_specs(tmp_path: Any) -> None:
         assert isinstance(resolve_llm(spec), LocalEngine), spec  # built lazily: nothing loads here
     with pytest.raises(ValueError, match="unknown LLM spec"):
         resolve_llm("gpt-4o")
+
+
+
+@pytest.mark.anyio
+async def test_a_node_retry_waits_as_long_as_a_rate_limited_server_asked(server: FakeOpenAIServer) -> None:
+    """A 429 with Retry-After: the node's retry waits that long rather than its own shorter backoff, but
+    never more than the policy's max_delay."""
+    from agentflow import Runtime, load_yaml
+
+    limited = {"error": {"message": "slow down"}}
+    replies = [json_reply(429, limited, headers={"Retry-After": "0.4"}), sse_reply(text_chunks(["fine"])),
+               json_reply(429, limited, headers={"Retry-After": "5"}), sse_reply(text_chunks(["fine"]))]
+    server.reply = lambda handler: replies[len(server.received) - 1](handler)
+    spec = load_yaml("""
+name: patient
+nodes:
+  - {id: say, kind: llm, prompt: hi, retry: {max_attempts: 3, initial_delay: 0.01, jitter: 0}}
+  - {id: capped, kind: llm, prompt: again, retry: {max_attempts: 3, initial_delay: 0.01, jitter: 0, max_delay: 0.1}}
+edges:
+  - {from: say, to: capped}
+output: capped
+""")
+    llm = OpenAICompatible(server.base_url, api_key="test", model="gpt-fake")
+    try:
+        async with Runtime(llm=llm, store=":memory:") as rt:
+            record = await rt.run(spec)
+            events = [e async for e in rt.events(record.run_id)]
+    finally:
+        await llm.aclose()
+    assert record.status == "completed", record.error
+    assert [(e.node, e.delay) for e in events if isinstance(e, NodeRetrying)] == [("say", 0.4), ("capped", 0.1)]

@@ -65,4 +65,20 @@ def describe_failure(failure: NodeFailure, path: str) -> str:
     return where + describe(failure.error)
 
 
-__all__ = ["EndRun", "NodeFailure", "describe", "describe_failure", "first_error"]
+def retry_after(failure: NodeFailure) -> float | None:
+    """How long the failing service asked to be left alone (an LLM server's 429/503 ``Retry-After``,
+    carried as ``retry_after`` by the error or one it was raised from), or None."""
+    error: BaseException | None = failure.error
+    seen = 0
+    while error is not None and seen < 16:
+        if isinstance(error, NodeFailure):
+            error = error.error
+            continue
+        value = getattr(error, "retry_after", None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+__all__ = ["EndRun", "NodeFailure", "describe", "describe_failure", "first_error", "retry_after"]

@@ -63,7 +63,7 @@ from agentflow.runtime.events import (
     RunInterrupted,
     RunResumed,
 )
-from agentflow.runtime.failures import EndRun, NodeFailure, describe, describe_failure, first_error
+from agentflow.runtime.failures import EndRun, NodeFailure, describe, describe_failure, first_error, retry_after
 from agentflow.runtime.graph import Frontier, Plan
 from agentflow.runtime.state import apply_write, initial_state, stage_writes
 from agentflow.runtime.store import NodeRecord, PendingWrite, RunStore
@@ -367,6 +367,9 @@ class RunExecution:
                 failure = exc if isinstance(exc, NodeFailure) else NodeFailure(path, exc)
                 if attempt - first + 1 < policy.max_attempts:
                     delay = policy.delay(attempt - first + 1, random.random())
+                    asked = retry_after(failure)  # a rate-limited LLM server said when to come back
+                    if asked is not None:
+                        delay = max(delay, min(asked, policy.max_delay))
                     self.emit(NodeRetrying, node=path, attempt=attempt, error=describe_failure(failure, path),
                               delay=delay)
                     await anyio.sleep(delay)
