@@ -26,61 +26,10 @@ from agentflow.dsl import load_yaml
 from agentflow.runtime.events import RunCompleted
 from agentflow.server import ServerConfig
 from tests.cutting_proxy import CuttingProxy
+from tests.server_workflows import APPROVAL, SLEEPY, STEPS, nap, tick
 from tests.serving import running_server
 
-STEPS = """
-name: steps
-description: four ticks in a row
-input:
-  type: object
-  properties: {n: {type: integer}, delay: {type: number}}
-  required: [n]
-state:
-  total: {type: integer, default: 0}
-nodes:
-  - {id: a, kind: tool, tool: tick, args: {x: "{{ input.n }}", delay: "{{ input.delay | default(0) }}"}, writes: total}
-  - {id: b, kind: tool, tool: tick, args: {x: "{{ state.total }}", delay: "{{ input.delay | default(0) }}"},
-     writes: total}
-  - {id: c, kind: tool, tool: tick, args: {x: "{{ state.total }}", delay: "{{ input.delay | default(0) }}"},
-     writes: total}
-edges:
-  - {from: a, to: b}
-  - {from: b, to: c}
-output: state.total
-"""
-
-APPROVAL = """
-name: approval
-input: {type: object, properties: {amount: {type: integer}}, required: [amount]}
-nodes:
-  - id: ask
-    kind: interrupt
-    prompt: "Approve {{ input.amount }}?"
-    schema: {type: object, properties: {approved: {type: boolean}}, required: [approved]}
-  - {id: record, kind: tool, tool: tick, args: {x: "{{ input.amount }}"}}
-edges:
-  - {from: ask, to: record}
-output: {approval: ask, recorded: record}
-"""
-
-SLEEPY = """
-name: sleepy
-nodes:
-  - {id: nap, kind: tool, tool: nap, args: {}}
-"""
-
 KEY = "sdk-test-key-000000001"
-
-
-async def tick(x: int, delay: float = 0.0) -> int:
-    if delay:
-        await anyio.sleep(delay)
-    return x + 1
-
-
-async def nap() -> str:
-    await anyio.sleep(60)
-    return "woke"
 
 
 @pytest.fixture(scope="module")
@@ -106,20 +55,20 @@ def test_a_run_streams_typed_events_in_order_and_ends_with_its_output(af: Client
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     names = [e.event for e in events]
     assert names[0] == "run.started" and names[-1] == "run.completed"
-    assert [e.node for e in events if e.event == "node.completed"] == ["a", "b", "c"]
-    assert isinstance(events[-1], RunCompleted) and events[-1].output == 13
+    assert [e.node for e in events if e.event == "node.completed"] == ["a", "b", "c", "d"]
+    assert isinstance(events[-1], RunCompleted) and events[-1].output == 14
     done = af.runs.get(run.run_id)
-    assert done.status == "completed" and done.finished and done.output == 13
+    assert done.status == "completed" and done.finished and done.output == 14
     # a follower that starts after event 3 gets the rest, and nothing before it
     assert [e.seq for e in af.runs.events(run.run_id, after=3)] == list(range(4, len(events) + 1))
 
 
 def test_wait_returns_the_finished_run_and_stream_starts_and_follows(af: Client) -> None:
     run = af.runs.create("steps", {"n": 1, "delay": 0.05})
-    assert af.runs.wait(run.run_id, timeout=30).output == 4
+    assert af.runs.wait(run.run_id, timeout=30).output == 5
     streamed = list(af.runs.stream("steps", {"n": 2}))
-    assert streamed[-1].event == "run.completed" and streamed[-1].output == 5
-    assert af.runs.create("steps", {"n": 5}, wait=True).output == 8
+    assert streamed[-1].event == "run.completed" and streamed[-1].output == 6
+    assert af.runs.create("steps", {"n": 5}, wait=True).output == 9
 
 
 def test_wait_gives_up_after_its_timeout(af: Client) -> None:
@@ -139,7 +88,7 @@ def test_an_interrupt_is_waited_for_then_resumed(af: Client) -> None:
     assert bad.value.status == 422
     af.runs.resume(run.run_id, {"approved": True})
     done = af.runs.wait(run.run_id, timeout=30)
-    assert done.status == "completed" and done.output == {"approval": {"approved": True}, "recorded": 42}
+    assert done.status == "completed" and done.output == {"approved": True}
     with pytest.raises(ConflictError) as conflict:
         af.runs.resume(run.run_id, {"approved": True})
     assert conflict.value.status == 409
@@ -249,7 +198,7 @@ def test_events_survive_dropped_connections_with_nothing_missed_or_repeated(af: 
         events = list(through.runs.events(run.run_id))
         assert proxy.connections >= 4
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert events[-1].event == "run.completed" and events[-1].output == 3
+    assert events[-1].event == "run.completed" and events[-1].output == 4
     assert [e.seq for e in events] == [e.seq for e in af.runs.events(run.run_id)]
 
 
@@ -310,11 +259,11 @@ def test_the_async_client_does_the_same(server: str, backend: str) -> None:
             run = await af.runs.create("steps", {"n": 20})
             events = [e async for e in af.runs.events(run.run_id)]
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
-            assert isinstance(events[-1], RunCompleted) and events[-1].output == 23
+            assert isinstance(events[-1], RunCompleted) and events[-1].output == 24
             waiting = await af.runs.create("approval", {"amount": 7})
             assert (await af.runs.wait(waiting.run_id, timeout=30)).status == "interrupted"
             await af.runs.resume(waiting.run_id, {"approved": True})
-            assert (await af.runs.wait(waiting.run_id, timeout=30)).output["recorded"] == 8  # type: ignore[index]
+            assert (await af.runs.wait(waiting.run_id, timeout=30)).output == {"approved": True}
             await af.runs.create("steps", {"n": 3}, wait=True)
             listed = [r.run_id async for r in af.runs.list(workflow="steps", page_size=1)]
             assert listed[1] == run.run_id and len(listed) == len(set(listed)) >= 2

@@ -16,75 +16,8 @@ import pytest
 from httpx_sse import EventSource, ServerSentEvent, connect_sse
 
 from agentflow.server import ServerConfig
+from tests.server_workflows import APPROVAL, SLEEPY, STEPS, nap, tick
 from tests.serving import running_server
-
-STEPS = """
-name: steps
-input:
-  type: object
-  properties: {n: {type: integer}, delay: {type: number}}
-  required: [n]
-state:
-  total: {type: integer, default: 0}
-nodes:
-  - id: a
-    kind: tool
-    tool: tick
-    args: {x: "{{ input.n }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
-    writes: total
-  - id: b
-    kind: tool
-    tool: tick
-    args: {x: "{{ state.total }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
-    writes: total
-  - id: c
-    kind: tool
-    tool: tick
-    args: {x: "{{ state.total }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
-    writes: total
-  - id: d
-    kind: tool
-    tool: tick
-    args: {x: "{{ state.total }}", delay: "{{ input.delay if input.delay is defined else 0 }}"}
-    writes: total
-edges:
-  - {from: a, to: b}
-  - {from: b, to: c}
-  - {from: c, to: d}
-output: state.total
-"""
-
-APPROVAL = """
-name: approval
-input: {type: object, properties: {amount: {type: integer}}, required: [amount]}
-nodes:
-  - id: ask
-    kind: interrupt
-    prompt: "Approve {{ input.amount }}?"
-    schema: {type: object, properties: {approved: {type: boolean}}, required: [approved]}
-  - {id: record, kind: tool, tool: tick, args: {x: "{{ input.amount }}"}}
-edges:
-  - {from: ask, to: record}
-output: ask
-"""
-
-SLEEPY = """
-name: sleepy
-nodes:
-  - {id: nap, kind: tool, tool: nap, args: {}}
-"""
-
-
-async def tick(x: int, delay: float = 0.0) -> int:
-    if delay:
-        await anyio.sleep(delay)
-    return x + 1
-
-
-async def nap() -> str:
-    await anyio.sleep(60)
-    return "woke"
-
 
 YAML = {"content-type": "application/yaml"}
 KEYS = [{"tenant": "acme", "key": "acme-secret-key-0001"}, {"tenant": "globex", "key": "globex-secret-key-002"}]
