@@ -55,6 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(config)
     sys.stderr.write(f"agentflow serving on http://{config.host}:{config.port} (model: {config.model or 'none'}, "
                      f"store: {config.store}); API docs at /docs\n")
+    if config.ui:
+        sys.stderr.write(f"web UI at http://{config.host}:{config.port}/ui/\n")
     uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=10,
                 loop=choose_loop())  # AGENTFLOW_LOOP, as for `agentflow run` (checked by main)
     return 0

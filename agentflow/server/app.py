@@ -6,6 +6,7 @@
 Route groups live one per module (``ops``, ``workflows_api``, ``runs_api``, ``hooks_api``,
 ``openai_api``, ``generate_api``), each a list of :class:`~agentflow.server.endpoint.Endpoint`; this
 module wires them to the runtime, the model and the limits, and builds ``/openapi.json`` from them.
+The web UI's static files (``ui``) are plain routes after them, outside the document.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from agentflow import __version__
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.llm.base import LLM
 from agentflow.runtime import Runtime
-from agentflow.server import generate_api, hooks_api, openai_api, ops, runs_api, workflows_api
+from agentflow.server import generate_api, hooks_api, openai_api, ops, runs_api, ui, workflows_api
 from agentflow.server.config import ServerConfig
 from agentflow.server.endpoint import Endpoint, Handler, openapi
 from agentflow.server.errors import EXCEPTION_HANDLERS, error_response
@@ -95,7 +96,7 @@ def create_app(config: ServerConfig | None = None, *, llm: LLM | None = None,
                                      allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
                                                     "Last-Event-ID"],
                                      expose_headers=["Location", "Retry-After"]))
-    routes = [ep.route() for ep in _guarded(eps)]
+    routes = [ep.route() for ep in _guarded(eps)] + ui.routes(config)  # the UI's files: not in the document
     return Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS,
                      lifespan=lifespan)
 

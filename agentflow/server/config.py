@@ -77,6 +77,10 @@ class ServerConfig(BaseModel):
     heartbeat_s: float = Field(default=15.0, gt=0)
     """SSE comment lines every so often, so proxies keep idle streams open."""
     webhook_tolerance_s: float = Field(default=300.0, gt=0)
+    ui: bool = True
+    """Serve the web UI at ``/ui/`` (and redirect ``/`` there)."""
+    ui_dir: Path | None = None
+    """The UI's folder (default: ``web/`` of the source tree)."""
 
     @field_validator("workflows", mode="before")
     @classmethod
