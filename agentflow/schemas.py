@@ -9,6 +9,7 @@ that does not resolve is reported as a violation naming it, never raised.
 
 from __future__ import annotations
 
+import copy
 import functools
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -57,4 +58,24 @@ def schema_error(schema: dict[str, Any], value: Any) -> tuple[str, str] | None:
     return "/" + "/".join(str(part) for part in error.absolute_path), error.message
 
 
-__all__ = ["schema_error"]
+def with_defaults(schema: Any, value: Any, *, depth: int = 0) -> Any:
+    """``value`` with the ``default`` of every property it leaves out filled in, as a copy (``value`` is
+    not changed): in objects at any depth, in the items of arrays, and inside a default that is itself
+    an object. Only ``properties`` and ``items`` are followed: a default under ``anyOf``, ``oneOf`` or a
+    ``$ref`` is not applied, since which branch applies is not known before validation."""
+    if not isinstance(schema, dict) or depth > 64:
+        return value
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        out = dict(value)
+        for name, sub in schema["properties"].items():
+            if name in out:
+                out[name] = with_defaults(sub, out[name], depth=depth + 1)
+            elif isinstance(sub, dict) and "default" in sub:
+                out[name] = with_defaults(sub, copy.deepcopy(sub["default"]), depth=depth + 1)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [with_defaults(schema["items"], item, depth=depth + 1) for item in value]
+    return value
+
+
+__all__ = ["schema_error", "with_defaults"]

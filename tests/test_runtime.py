@@ -72,6 +72,54 @@ async def test_bad_input_is_rejected_before_any_run_exists(tmp_path: Path) -> No
         assert runs == []
 
 
+DEFAULTS = """
+name: greet
+start: [say, inner]
+input:
+  type: object
+  required: [name]
+  properties:
+    name: {type: string}
+    times: {type: integer, minimum: 1, default: 2}
+    style: {type: object, properties: {loud: {type: boolean, default: false}}, default: {}}
+    items: {type: array, items: {type: object, properties: {qty: {type: integer, default: 1}}}}
+nodes:
+  - id: say
+    kind: tool
+    tool: echo
+    args:
+      value: >-
+        {{ input.name }} x{{ input.times }} loud={{ input.style.loud }}
+        qty={{ input['items'] | map(attribute='qty') | list }}
+  - {id: inner, kind: workflow, workflow: sub, input: {who: "{{ input.name }}"}}
+output: {said: say, inner: inner}
+"""
+
+SUB = """
+name: sub
+input: {type: object, properties: {who: {type: string}, greeting: {type: string, default: hello}}}
+nodes:
+  - {id: hi, kind: tool, tool: echo, args: {value: "{{ input.greeting }} {{ input.who }}"}}
+output: hi
+"""
+
+
+async def test_the_input_schema_defaults_fill_what_the_input_leaves_out() -> None:
+    given = {"name": "Ada", "items": [{"qty": 3}, {}]}
+    async with Runtime(tools=[echo], workflows=[spec(SUB)], store=":memory:") as rt:
+        record = await rt.run(spec(DEFAULTS), given)
+        events = await collect(rt, record.run_id)
+    assert record.status == "completed", record.error
+    assert record.output == {"said": "Ada x2 loud=False qty=[3, 1]", "inner": "hello Ada"}
+    filled = {"name": "Ada", "times": 2, "style": {"loud": False}, "items": [{"qty": 3}, {"qty": 1}]}
+    assert record.input == filled and events[0].input == filled  # type: ignore[attr-defined]
+    assert given == {"name": "Ada", "items": [{"qty": 3}, {}]}  # the caller's dict is left alone
+    async with Runtime(tools=[echo], workflows=[spec(SUB)], store=":memory:") as rt:
+        with pytest.raises(InvalidInputError) as bad:
+            await rt.start(spec(DEFAULTS), {"name": "Ada", "items": [{"qty": "three"}]})
+    assert bad.value.param == "input.items.0.qty"
+
+
 FANOUT = """
 name: fanout
 start: [slow_a, slow_b]

@@ -77,9 +77,31 @@ def test_wait_true_returns_the_finished_run(client: httpx.Client) -> None:
     assert r.json()["status"] == "completed" and r.json()["output"] == 14
 
 
+def test_input_defaults_are_filled_and_a_retry_of_the_same_request_is_the_same_run(client: httpx.Client) -> None:
+    text = STEPS.replace("name: steps", "name: defaulted").replace("{n: {type: integer}", "{n: {type: integer, "
+                                                                                       "default: 40}")
+    assert client.post("/v1/workflows", content=text, headers=YAML).status_code == 201
+    key = {"Idempotency-Key": f"defaulted-{time.time_ns()}"}
+    first = client.post("/v1/workflows/defaulted/runs?wait=true", json={"input": {}}, headers=key)
+    assert first.status_code == 200 and first.json()["input"] == {"n": 40} and first.json()["output"] == 44
+    again = client.post("/v1/workflows/defaulted/runs", json={"input": {}}, headers=key)
+    assert again.status_code == 202 and again.json()["run_id"] == first.json()["run_id"]
+    explicit = client.post("/v1/workflows/defaulted/runs", json={"input": {"n": 40}}, headers=key)
+    assert explicit.json()["run_id"] == first.json()["run_id"]  # what the default would have given
+
+
+def test_a_resume_value_against_its_schema_names_the_field(client: httpx.Client) -> None:
+    run = client.post("/v1/workflows/approval/runs?wait=true", json={"input": {"amount": 3}}).json()
+    assert run["status"] == "interrupted"
+    r = client.post(f"/v1/runs/{run['run_id']}/resume", json={"value": {"approved": "yes"}})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "value.approved"
+    client.post(f"/v1/runs/{run['run_id']}/cancel")
+
+
 def test_bad_input_unknown_workflow_and_bad_json(client: httpx.Client) -> None:
     r = client.post("/v1/workflows/steps/runs", json={"input": {"n": "three"}})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    assert r.json()["error"]["param"] == "input.n"
     r = client.post("/v1/workflows/nope/runs", json={"input": {}})
     assert r.status_code == 404 and r.json()["error"]["code"] == "workflow_not_found"
     r = client.post("/v1/workflows/steps/runs", content=b"{not json", headers={"content-type": "application/json"})

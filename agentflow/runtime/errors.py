@@ -58,7 +58,13 @@ class CheckpointLost(StoreError):
 
 
 class InvalidInputError(AgentflowError):
+    """``param`` names the value at fault the way request bodies do (``input.items.2.price``), when known."""
+
     code = "invalid_input"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class RunStateError(AgentflowError):

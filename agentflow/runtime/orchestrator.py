@@ -195,8 +195,7 @@ class Runtime:
             spec = workflow
         else:
             spec = self.register(workflow)
-        run_input = {} if input is None else input
-        validate_input(spec, run_input)
+        run_input = validate_input(spec, {} if input is None else input)  # defaults filled in, as stored
         run_id = run_id or uuid.uuid4().hex
         now = time.time()
         record = RunRecord(run_id=run_id, workflow=spec.name, version=spec.version, status="running",

@@ -68,7 +68,7 @@ from agentflow.runtime.graph import Frontier, Plan
 from agentflow.runtime.state import apply_write, initial_state, stage_writes
 from agentflow.runtime.store import NodeRecord, PendingWrite, RunStore
 from agentflow.runtime.taskgroup import NativeTaskGroup, task_group
-from agentflow.schemas import schema_error
+from agentflow.schemas import schema_error, with_defaults
 from agentflow.tool import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -508,7 +508,7 @@ class RunExecution:
                             f"itself?): {' -> '.join(chain[:4])} -> ... -> {' -> '.join(chain[-4:])}", node=path)
         spec = self.services.workflow_for(node.workflow)
         sub_input = render_value(node.input, ns, node=node.id, field="input")
-        validate_input(spec, sub_input)
+        sub_input = validate_input(spec, sub_input)
         prefix = f"{path}/"
         frame = self._frames.get(prefix)
         if frame is None:
@@ -566,15 +566,20 @@ class RunExecution:
             waiter.set()
 
 
-def validate_input(spec: WorkflowSpec, value: Any) -> None:
-    """Check a run's input against the workflow's input schema; raise ``InvalidInputError``."""
-    check_against(spec.input, value, f"{spec.name} input")
+def validate_input(spec: WorkflowSpec, value: Any) -> Any:
+    """A run's input with the input schema's defaults filled in, checked against the schema; raise
+    ``InvalidInputError``."""
+    value = with_defaults(spec.input, value)
+    check_against(spec.input, value, f"{spec.name} input", field="input")
+    return value
 
 
-def check_against(schema: dict[str, Any], value: Any, what: str) -> None:
+def check_against(schema: dict[str, Any], value: Any, what: str, *, field: str = "value") -> None:
     error = schema_error(schema, value)
     if error is not None:
-        raise InvalidInputError(f"{what} does not match its schema at {error[0]}: {error[1]}")
+        pointer = error[0].strip("/")
+        raise InvalidInputError(f"{what} does not match its schema at {error[0]}: {error[1]}",
+                                param=".".join([field, *pointer.split("/")]) if pointer else field)
 
 
 __all__ = ["EndRun", "Frame", "NodeFailure", "RunExecution", "Scope", "Services", "apply_write", "check_against",

@@ -98,7 +98,7 @@ async def handle_agentflow_error(request: Request, exc: Exception) -> Response:
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
         return error_response(500, "internal error", code=exc.code)
-    return error_response(status, str(exc), code=exc.code)
+    return error_response(status, str(exc), code=exc.code, param=getattr(exc, "param", None))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

@@ -27,6 +27,7 @@ from agentflow.api import RunList, RunView
 from agentflow.runtime.errors import RunExistsError
 from agentflow.runtime.events import EventBase
 from agentflow.runtime.store import RunRecord
+from agentflow.schemas import with_defaults
 from agentflow.server.endpoint import Endpoint, body, query
 from agentflow.server.errors import ApiError
 from agentflow.server.generation import watching
@@ -106,7 +107,8 @@ async def start_run(state: ServerState, workflow: str, run_input: dict[str, Any]
     except RunExistsError:
         assert run_id is not None
         record = await owned_run(state, run_id, tenant)
-        if record.workflow != workflow or record.input != run_input:
+        stored_schema = (record.spec or {}).get("input")
+        if record.workflow != workflow or record.input not in (run_input, with_defaults(stored_schema, run_input)):
             raise ApiError(422, "this Idempotency-Key was used for a different request (another workflow or "
                            "input); use a new key", code="idempotency_key_reused") from None
         return record, False
