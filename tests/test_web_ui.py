@@ -629,3 +629,31 @@ def test_the_ui_can_be_turned_off() -> None:
         assert client.get("/ui/").status_code == 404
         assert client.get("/", follow_redirects=False).status_code == 404
         assert client.get("/health").status_code == 200
+
+
+def test_an_installed_copy_is_found_when_the_source_tree_has_none(tmp_path: Path) -> None:
+    from agentflow.server.ui import default_dir
+
+    source, user, system = tmp_path / "src" / "web", tmp_path / "user", tmp_path / "system"
+    system.mkdir()
+    (system / "index.html").write_text("<!doctype html>", encoding="utf-8")
+    assert default_dir(source, [user, system]) == system
+    source.mkdir(parents=True)
+    (source / "index.html").write_text("<!doctype html>", encoding="utf-8")
+    assert default_dir(source, [user, system]) == source  # a checkout's own files win
+    assert default_dir(tmp_path / "none", [user]) == tmp_path / "none"  # reported as missing by the server
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_every_file_of_the_ui(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("agentflow-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(n).name for n in names if "/data/share/agentflow/web/" in n}
+    assert shipped == {p.name for p in (root / "web").iterdir() if p.is_file()}

@@ -1,5 +1,6 @@
 """The web UI's static files: ``GET /`` redirects to ``/ui/``, ``/ui/`` is ``index.html``, ``/ui/{path}``
-any other file of the UI folder (``web/`` of the source tree, or ``ServerConfig.ui_dir``).
+any other file of the UI folder (``web/`` of the source tree, else the copy a wheel install put under
+``share/agentflow/web``, or ``ServerConfig.ui_dir``).
 
 The files need no API key (they hold no data; every API call the page makes carries the key), are
 sent with ``Cache-Control: no-cache`` and an ``ETag`` (so a reload revalidates and an edited file is
@@ -14,6 +15,7 @@ import hashlib
 import logging
 import mimetypes
 import os
+import sysconfig
 from pathlib import Path
 
 import anyio
@@ -26,8 +28,29 @@ from agentflow.server.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "web"
-"""``web/`` beside the ``agentflow`` package in the source tree."""
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "web"
+"""``web/`` beside the ``agentflow`` package in the source tree (editable installs, checkouts)."""
+
+
+def installed_dirs() -> list[Path]:
+    """Where a wheel install puts the UI (``share/agentflow/web`` under the install scheme's data
+    directory: the environment's prefix, or the user's for ``pip install --user``)."""
+    found = []
+    for scheme in dict.fromkeys([sysconfig.get_default_scheme(), f"{os.name}_user"]):
+        try:
+            found.append(Path(sysconfig.get_path("data", scheme)) / "share" / "agentflow" / "web")
+        except KeyError:  # pragma: no cover - a platform without that scheme
+            continue
+    return found
+
+
+def default_dir(source: Path = SOURCE_DIR, installed: list[Path] | None = None) -> Path:
+    """The source tree's ``web/`` when it is there, else the first installed copy, else ``source``
+    (whose absence the server then reports)."""
+    for folder in [source, *(installed_dirs() if installed is None else installed)]:
+        if (folder / "index.html").is_file():
+            return folder
+    return source
 
 PREFIX = "/ui/"
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -48,7 +71,7 @@ def routes(config: ServerConfig) -> list[BaseRoute]:
     answered with a 404 that says so."""
     if not config.ui:
         return []
-    folder = (config.ui_dir or DEFAULT_DIR).resolve()
+    folder = (config.ui_dir or default_dir()).resolve()
     if not (folder / "index.html").is_file():
         log.warning("the web UI is not served: %s has no index.html (set ui_dir, or ui: false)", folder)
     files = _Files(folder)
@@ -118,4 +141,4 @@ def _content_type(path: Path) -> str:
     return guessed or "application/octet-stream"
 
 
-__all__ = ["DEFAULT_DIR", "routes"]
+__all__ = ["SOURCE_DIR", "default_dir", "installed_dirs", "routes"]
