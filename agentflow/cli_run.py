@@ -47,6 +47,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import platformdirs
 
+from agentflow import jsondata
 from agentflow.discovery import DiscoveryError, load_tools, load_workflows, module_tools
 from agentflow.dsl.errors import ValidationIssue, WorkflowValidationError
 from agentflow.dsl.ir import AgentNode, LLMNode, SwitchNode, WorkflowSpec
@@ -588,7 +589,7 @@ async def _read_line() -> str | None:
 def _report(record: RunRecord, session: Session) -> int:
     if record.status == "completed":
         if not session.events_jsonl:
-            sys.stdout.write(json.dumps(record.output, indent=2, ensure_ascii=False, default=str) + "\n")
+            sys.stdout.write(jsondata.dumps(record.output, indent=2, ensure_ascii=False, default=str) + "\n")
             sys.stdout.flush()
         return EXIT_OK
     if record.status == "interrupted":

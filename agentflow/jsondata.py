@@ -10,10 +10,11 @@ values from outside (request bodies, webhook payloads, workflow files) are check
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
-__all__ = ["has_lone_surrogate", "json_problem"]
+__all__ = ["dumps", "finite", "has_lone_surrogate", "json_problem", "loads"]
 
 
 def _escape(key: str) -> str:
@@ -55,3 +56,44 @@ def has_lone_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON and nothing more: ``NaN``, ``Infinity`` and numbers too large for a float (``1e999``)
+    raise ``ValueError``, as they do for every other JSON reader."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a JSON number read as a float")
+    return value
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±Infinity) replaced by None, as JSON writers in
+    JavaScript and pydantic do; containers are copied only where something changed."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        out = {k: finite(v) for k, v in value.items()}
+        return out if any(out[k] is not v for k, v in value.items()) else value
+    if isinstance(value, (list, tuple)):
+        items = [finite(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """``json.dumps`` that always writes JSON: a value holding NaN or ±Infinity is written with null in their
+    place (the fast path, a value without them, is written as it is)."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(finite(value), allow_nan=False, **options)

@@ -5,6 +5,7 @@ httpx-sse, cut mid-run and resumed with Last-Event-ID."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -429,3 +430,39 @@ def test_registered_workflows_outlive_a_restart(tmp_path: Path) -> None:
         assert v1["source"] == kept and v1["created_at"] == first_created and v1["ir"]["output"] == "state.total"
         run = client.post("/v1/workflows/kept/runs?wait=true", json={"input": {"n": 1}}).json()
         assert run["version"] == 2 and run["output"] == {"total": 5}
+
+
+def test_values_json_cannot_carry_are_written_as_null_never_a_500(tmp_path: Path) -> None:
+    """A tool's NaN becomes null in the run; a run whose stored output holds a NaN (written by an older
+    version, which kept tools' NaNs) is still listed and read over the API."""
+    import math
+
+    def stats(xs: list[float]) -> dict[str, Any]:
+        return {"mean": sum(xs) / len(xs) if xs else math.nan, "max": max(xs, default=-math.inf)}
+
+    store = tmp_path / "runs.db"
+    asked = "name: asked\nnodes:\n  - {id: ask, kind: interrupt, prompt: \"a value\"}\noutput: ask\n"
+
+    async def stored_by_the_library() -> str:
+        from agentflow.dsl import load_yaml
+        from agentflow.runtime import Runtime
+
+        async with Runtime(store=store) as rt:
+            run = await rt.run(load_yaml(asked))
+            await rt.resume(run.run_id, {"ratio": 0.5})
+            assert (await rt.wait(run.run_id)).status == "completed"
+            return run.run_id
+
+    legacy = anyio.run(stored_by_the_library)
+    with sqlite3.connect(store) as db:  # what an older version stored: Python's json writes NaN
+        db.execute("UPDATE runs SET output = ? WHERE run_id = ?", ('{"ratio": NaN}', legacy))
+    text = "name: stats\nnodes:\n  - {id: s, kind: tool, tool: stats, args: {xs: []}}\noutput: s\n"
+    with running_server(ServerConfig(model=None, store=str(store)), tools=[stats]) as url, \
+            httpx.Client(base_url=url) as client:
+        assert client.post("/v1/workflows", content=text, headers=YAML).status_code == 201
+        run = client.post("/v1/workflows/stats/runs?wait=true", json={"input": {}})
+        assert run.status_code == 200 and run.json()["output"] == {"mean": None, "max": None}
+        assert client.get(f"/v1/runs/{legacy}").json()["output"] == {"ratio": None}
+        listed = client.get("/v1/runs")
+        assert listed.status_code == 200 and {r["run_id"] for r in listed.json()["data"]} == {
+            legacy, run.json()["run_id"]}

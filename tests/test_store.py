@@ -264,6 +264,11 @@ async def test_list_runs_by_tenant(store: RunStore) -> None:
     assert [r.run_id for r in page] == ["t6", "t3", "t0"]
     assert all(r.tenant == "acme" for r in page)
     assert (await store.get_run("t2")).tenant is None  # type: ignore[union-attr]
+    # runs stored without a tenant (the library, the CLI) are the default tenant's
+    await store.create_run(record("named-default", tenant="default", created_at=2010.0))
+    page, cursor = await store.list_runs(tenant="default", limit=2)
+    rest, _ = await store.list_runs(tenant="default", cursor=cursor)
+    assert [r.run_id for r in page + rest] == ["named-default", "t8", "t5", "t2"]
 
 
 async def test_purge_removes_only_old_finished_runs(store: RunStore) -> None:

@@ -6,6 +6,7 @@ choice of a ``switch``. Each takes the node, the namespace its templates see, an
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, ItemsView, KeysView, ValuesView
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
 
+from agentflow import jsondata
 from agentflow.dsl.ir import AgentNode, Defaults, LLMNode, Sampling, SwitchNode, ToolNode
 from agentflow.dsl.templates import render, render_value
 from agentflow.llm.base import LLM, Constraint, LLMRequest, LLMResult, TextDelta
@@ -94,15 +96,16 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 def jsonable(value: Any) -> Any:
     """A JSON-ready copy of a tool's or function's result (pydantic models, dataclasses, sets, tuples,
-    iterators ...); a ``range`` or a dict view becomes a list, other unknown objects their ``str``."""
-    if type(value) in _SCALARS:  # most results; as they are (a float's nan/inf included, as pydantic keeps them)
-        return value
-    return to_jsonable_python(value, fallback=_fallback)
+    iterators ...); a ``range`` or a dict view becomes a list, other unknown objects their ``str``. NaN and
+    ±Infinity, which JSON cannot carry, become None (what the run's events showed for them anyway)."""
+    if type(value) in _SCALARS:  # most results
+        return None if type(value) is float and not math.isfinite(value) else value
+    return to_jsonable_python(value, fallback=_fallback, inf_nan_mode="null")
 
 
 def _fallback(value: Any) -> Any:
     if isinstance(value, range | KeysView | ValuesView | ItemsView):
-        return to_jsonable_python(list(value), fallback=_fallback)
+        return to_jsonable_python(list(value), fallback=_fallback, inf_nan_mode="null")
     return str(value)
 
 
@@ -168,10 +171,11 @@ def check_output(node: LLMNode, text: str, path: str) -> Any:
     """The node's output from the model's text, checked against its schema / regex / choices."""
     if node.output_schema is not None:
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise OutputError(f"the model's output is not valid JSON ({exc.msg} at char {exc.pos}); "
-                              f"it begins {text[:120]!r}", node=path) from None
+            value = jsondata.loads(text)
+        except ValueError as exc:  # NaN, Infinity and 1e999 included: Python reads them, JSON has none
+            why = f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise OutputError(f"the model's output is not valid JSON ({why}); it begins {text[:120]!r}",
+                              node=path) from None
         error = schema_error(node.output_schema, value)
         if error is not None:
             raise OutputError(f"the model's JSON does not match output_schema at {error[0]}: {error[1]}", node=path)

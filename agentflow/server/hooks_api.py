@@ -38,9 +38,9 @@ from agentflow.runtime.store import RunRecord
 from agentflow.server.endpoint import Endpoint, parse_json
 from agentflow.server.errors import ApiError
 from agentflow.server.registry import Registry
-from agentflow.server.runs_api import idempotent_run_id, owned_run, start_run, view
+from agentflow.server.runs_api import RunJSON, idempotent_run_id, owned_run, start_run, view
 from agentflow.server.signatures import SecretError, SignatureError, decode_secret, verify_github, verify_standard
-from agentflow.server.state import ServerState, state_of
+from agentflow.server.state import DEFAULT_TENANT, ServerState, state_of
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def render_input(trigger: Trigger, payload: Any, headers: dict[str, str]) -> dic
 
 
 def _accepted(record: RunRecord, hook: str, duplicate: bool) -> JSONResponse:
-    return JSONResponse({**view(record), "hook": hook, "duplicate": duplicate}, status_code=202,
+    return RunJSON({**view(record), "hook": hook, "duplicate": duplicate}, status_code=202,
                         headers={"Location": f"/v1/runs/{record.run_id}"})
 
 
@@ -150,7 +150,7 @@ async def _seen(state: ServerState, run_id: str, tenant: str) -> RunRecord | Non
     store = state.runtime.store
     assert store is not None
     record = await store.get_run(run_id)
-    return record if record is not None and (record.tenant or "default") == tenant else None
+    return record if record is not None and (record.tenant or DEFAULT_TENANT) == tenant else None
 
 
 async def receive_hook(request: Request) -> Response:

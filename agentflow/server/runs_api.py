@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from agentflow import jsondata
 from agentflow.api import RunList, RunView
 from agentflow.runtime.errors import RunExistsError
 from agentflow.runtime.events import EventBase
@@ -31,7 +32,7 @@ from agentflow.schemas import with_defaults
 from agentflow.server.endpoint import Endpoint, body, query
 from agentflow.server.errors import ApiError
 from agentflow.server.generation import watching
-from agentflow.server.state import ServerState, state_of, tenant_of
+from agentflow.server.state import DEFAULT_TENANT, ServerState, state_of, tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,14 @@ class EventsQuery(BaseModel):
                               description="Replay events after this seq (as Last-Event-ID).")
 
 
+class RunJSON(JSONResponse):
+    """A body holding run data: a NaN or ±Infinity that a run produced (an output computed by a template,
+    a value stored before tool results were made finite) is written as null, never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return jsondata.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def view(record: RunRecord) -> dict[str, Any]:
     return {"run_id": record.run_id, "workflow": record.workflow, "version": record.version,
             "status": record.status, "input": record.input, "output": record.output, "error": record.error,
@@ -85,7 +94,7 @@ async def owned_run(state: ServerState, run_id: str, tenant: str) -> RunRecord:
     store = state.runtime.store
     assert store is not None
     record = await store.get_run(run_id) if len(run_id) <= 128 else None
-    if record is None or (record.tenant or "default") != tenant:
+    if record is None or (record.tenant or DEFAULT_TENANT) != tenant:
         raise ApiError(404, f"no run {run_id!r}", code="run_not_found")
     return record
 
@@ -131,13 +140,13 @@ async def create_run(request: Request) -> Response:
     headers = {"Location": f"/v1/runs/{record.run_id}"}
     if options.wait:
         record = await state.runtime.wait(record.run_id)
-        return JSONResponse(view(record), headers=headers)
-    return JSONResponse(view(record), status_code=202, headers=headers)
+        return RunJSON(view(record), headers=headers)
+    return RunJSON(view(record), status_code=202, headers=headers)
 
 
 async def get_run(request: Request) -> Response:
     record = await owned_run(state_of(request), request.path_params["run_id"], tenant_of(request))
-    return JSONResponse(view(record))
+    return RunJSON(view(record))
 
 
 async def list_runs(request: Request) -> Response:
@@ -150,7 +159,7 @@ async def list_runs(request: Request) -> Response:
                                              cursor=options.cursor, tenant=tenant)
     except ValueError as exc:
         raise ApiError(422, str(exc), code="invalid_cursor", param="cursor") from None
-    return JSONResponse({"data": [view(r) for r in runs], "next_cursor": cursor})
+    return RunJSON({"data": [view(r) for r in runs], "next_cursor": cursor})
 
 
 async def cancel_run(request: Request) -> Response:
@@ -161,7 +170,7 @@ async def cancel_run(request: Request) -> Response:
     if record.status in ("completed", "failed", "cancelled"):
         raise ApiError(409, f"run {run_id!r} is already {record.status}", code="run_finished")
     record = await state.runtime.cancel(run_id, reason)
-    return JSONResponse(view(record))
+    return RunJSON(view(record))
 
 
 async def resume_run(request: Request) -> Response:
@@ -170,7 +179,7 @@ async def resume_run(request: Request) -> Response:
     await owned_run(state, run_id, tenant)
     payload = await body(request, ResumeRun)
     await state.runtime.resume(run_id, payload.value, node=payload.node)
-    return JSONResponse(view(await state.runtime.get_run(run_id)), status_code=202,
+    return RunJSON(view(await state.runtime.get_run(run_id)), status_code=202,
                         headers={"Location": f"/v1/runs/{run_id}"})
 
 
@@ -272,4 +281,4 @@ ENDPOINTS = [
              description="id: is the event's seq; reconnect with Last-Event-ID (or ?after=) to resume."),
 ]
 
-__all__ = ["ENDPOINTS", "idempotent_run_id", "owned_run", "start_run", "view"]
+__all__ = ["ENDPOINTS", "RunJSON", "idempotent_run_id", "owned_run", "start_run", "view"]

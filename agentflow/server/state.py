@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
+from agentflow.runtime.store import DEFAULT_TENANT
 from agentflow.server.config import ServerConfig, hash_key
 from agentflow.server.errors import ApiError
 from agentflow.server.limits import Admission, RateLimiter
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
     from agentflow.server.metrics import Metrics
     from agentflow.server.registry import Registry
 
-DEFAULT_TENANT = "default"
-"""The tenant of every request when the server has no API keys."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from agentflow.runtime.errors import (
     StoreVersionError,
 )
 from agentflow.runtime.store.base import (
+    DEFAULT_TENANT,
     FINISHED,
     NodeRecord,
     PendingWrite,
@@ -43,7 +44,7 @@ def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
 
 
 __all__ = [
-    "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "PendingWrite", "RunExistsError",
+    "DEFAULT_TENANT", "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "PendingWrite", "RunExistsError",
     "RunNotFoundError", "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError",
     "StoreVersionError", "WorkflowRecord", "open_store",
 ]

@@ -54,6 +54,9 @@ from agentflow.runtime.events import EventBase
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TENANT = "default"
+"""The tenant of runs stored without one, and of every server request when the server has no API keys."""
+
 
 T = TypeVar("T")
 RunStatus = Literal["pending", "running", "interrupted", "completed", "failed", "cancelled"]
@@ -303,7 +306,8 @@ class RunStore(abc.ABC):
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
                         cursor: str | None = None, tenant: str | None = None) -> tuple[list[RunRecord], str | None]:
         """Newest first; the second item is an opaque cursor for the next page, or None after the last.
-        Each filter given (``status``, ``workflow``, ``tenant``) must match."""
+        Each filter given (``status``, ``workflow``, ``tenant``) must match; runs stored without a tenant
+        (started by the library or the CLI) belong to :data:`DEFAULT_TENANT`."""
 
     @abc.abstractmethod
     async def unfinished_runs(self) -> list[RunRecord]:

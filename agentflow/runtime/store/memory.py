@@ -18,6 +18,7 @@ import anyio.to_thread
 from agentflow.runtime.errors import DuplicateEventError, RunExistsError, RunNotFoundError, StoreClosedError, StoreError
 from agentflow.runtime.events import EventBase
 from agentflow.runtime.store.base import (
+    DEFAULT_TENANT,
     FINISHED,
     UNFINISHED,
     NodeRecord,
@@ -288,7 +289,7 @@ class MemoryStore(RunStore):
         await self.flush()
         rows = [row for row in self._runs.values()
                 if (status is None or row["status"] == status) and (workflow is None or row["workflow"] == workflow)
-                and (tenant is None or row["tenant"] == tenant)
+                and (tenant is None or (row["tenant"] or DEFAULT_TENANT) == tenant)
                 and (after is None or (row["created_at"], row["run_id"]) < after)]
         rows.sort(key=lambda row: (row["created_at"], row["run_id"]), reverse=True)
         runs = [_run_from_row(row) for row in rows[:limit]]

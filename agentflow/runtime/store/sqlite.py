@@ -26,6 +26,7 @@ from agentflow.runtime.errors import (
 from agentflow.runtime.events import EventBase, parse_event
 from agentflow.runtime.store.base import (
     _RUN_COLUMNS,
+    DEFAULT_TENANT,
     FINISHED,
     SCHEMA_VERSION,
     UNFINISHED,
@@ -293,7 +294,8 @@ class SQLiteStore(RunStore):
         params: list[Any] = []
         for column, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
             if value is not None:
-                where.append(f"{column} = ?")
+                where.append(f"({column} = ? OR {column} IS NULL)" if column == "tenant" and value == DEFAULT_TENANT
+                             else f"{column} = ?")
                 params.append(value)
         if cursor:
             where.append("(created_at, run_id) < (?, ?)")
