@@ -466,3 +466,17 @@ def test_values_json_cannot_carry_are_written_as_null_never_a_500(tmp_path: Path
         listed = client.get("/v1/runs")
         assert listed.status_code == 200 and {r["run_id"] for r in listed.json()["data"]} == {
             legacy, run.json()["run_id"]}
+
+
+def test_a_client_that_leaves_a_wait_stops_only_the_waiting(client: httpx.Client, server: str) -> None:
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server, headers=ACME, timeout=0.5) as impatient:
+        impatient.post("/v1/workflows/sleepy/runs?wait=true", json={"input": {}})
+    route = 'method="POST",route="/v1/workflows/{name}/runs",status="499"'
+    deadline = time.monotonic() + 10
+    while route not in client.get("/metrics").text:  # the handler noticed, answered 499 and ended
+        assert time.monotonic() < deadline, "the waiting handler is still waiting for a client that left"
+        time.sleep(0.05)
+    running = client.get("/v1/runs", params={"workflow": "sleepy", "status": "running"}).json()["data"]
+    assert running  # the run itself goes on
+    for run in running:
+        client.post(f"/v1/runs/{run['run_id']}/cancel")

@@ -31,7 +31,7 @@ from agentflow.runtime.store import RunRecord
 from agentflow.schemas import with_defaults
 from agentflow.server.endpoint import Endpoint, body, query
 from agentflow.server.errors import ApiError
-from agentflow.server.generation import watching
+from agentflow.server.generation import client_gone, until_disconnect, watching
 from agentflow.server.state import DEFAULT_TENANT, ServerState, state_of, tenant_of
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,11 @@ async def create_run(request: Request) -> Response:
         run_id = idempotent_run_id(f"runs:{tenant}", key)
     record, _ = await start_run(state, workflow, payload.input, tenant, run_id=run_id)
     headers = {"Location": f"/v1/runs/{record.run_id}"}
-    if options.wait:
-        record = await state.runtime.wait(record.run_id)
-        return RunJSON(view(record), headers=headers)
+    if options.wait:  # a client that leaves stops only the waiting: the run goes on
+        finished = await until_disconnect(request, lambda: state.runtime.wait(record.run_id))
+        if finished is None:
+            return client_gone()
+        return RunJSON(view(finished), headers=headers)
     return RunJSON(view(record), status_code=202, headers=headers)
 
 
