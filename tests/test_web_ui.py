@@ -450,7 +450,9 @@ def test_a_dropped_stream_reconnects_with_last_event_id(page: Any, server: str, 
     try:
         run_id = api.post("/v1/workflows/steps/runs", json={"input": {"n": 1, "delay": 0.5}}).json()["run_id"]
         page.goto(f"{proxy.url}/ui/#/runs/{run_id}")
-        expect(page.locator('.node[data-node="b"]')).to_have_attribute("data-state", "running")
+        # b runs for half a second: checked every frame (expect() polls at growing intervals and can miss it)
+        page.wait_for_function("() => document.querySelector('.node[data-node=b]')?.dataset.state === 'running'",
+                               polling="raf")
         expect(page.locator(".connection")).to_have_attribute("data-state", "live")
         proxy.drop()
         expect(page.locator(".run-view")).to_have_attribute("data-status", "completed")

@@ -52,8 +52,23 @@ export function pretty(value) {
   }
 }
 
+/** Characters of a JSON block shown at first: laying out megabytes of text (a tool that returned a whole
+ * file) would freeze the page for seconds; the rest is a click away. */
+export const SHOWN_CHARS = 100_000;
+
+/** A value as a JSON <pre>; past SHOWN_CHARS, its start and a button that shows the rest. */
 export function jsonBlock(value, className = "json") {
-  return h("pre", {class: className}, pretty(value));
+  const text = pretty(value);
+  if (text.length <= SHOWN_CHARS) return h("pre", {class: className}, text);
+  const pre = h("pre", {class: className, "data-truncated": "true"}, text.slice(0, SHOWN_CHARS));
+  const more = h("button", {type: "button", class: "link-button show-all", onclick: () => {
+    pre.textContent = text;
+    delete pre.dataset.truncated;
+    more.remove();
+  }}, `… ${(text.length - SHOWN_CHARS).toLocaleString("en")} more characters: show all`);
+  const block = document.createDocumentFragment();
+  block.append(pre, more);
+  return block;
 }
 
 export function when(seconds) {

@@ -20,6 +20,18 @@ function isPrimitive(value) {
   return value === null || ["string", "number", "boolean"].includes(typeof value);
 }
 
+function required(schema) {
+  return new Set(Array.isArray(schema.required) ? schema.required.filter((name) => typeof name === "string") : []);
+}
+
+/** [name, schema] of each property, and of each required name the schema has no property for (a value of
+ * any kind): the form asks for everything the server will insist on. */
+function properties(schema) {
+  const own = schema.properties && typeof schema.properties === "object" ? Object.entries(schema.properties) : [];
+  const named = new Set(own.map(([name]) => name));
+  return [...own, ...[...required(schema)].filter((name) => !named.has(name)).map((name) => [name, {}])];
+}
+
 /** True when every property can be a form field (and there is at least one). */
 function formable(schema) {
   return Boolean(schema && typeof schema === "object" && (schema.type === "object" || schema.properties)
@@ -35,12 +47,10 @@ export function skeleton(schema) {
   if (Array.isArray(schema.enum) && schema.enum.length) return schema.enum[0];
   const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
   if (type === "object" || schema.properties) {
-    const value = {};
-    const required = new Set(schema.required || []);
-    for (const [name, sub] of Object.entries(schema.properties || {})) {
-      if (required.has(name) || (sub && "default" in sub)) value[name] = skeleton(sub);
-    }
-    return value;
+    // entries, not assignments: a property may be called "__proto__"
+    return Object.fromEntries(properties(schema)
+      .filter(([name, sub]) => required(schema).has(name) || (sub && typeof sub === "object" && "default" in sub))
+      .map(([name, sub]) => [name, skeleton(sub)]));
   }
   return {array: [], string: "", number: 0, integer: 0, boolean: false, null: null}[type] ?? null;
 }
@@ -152,9 +162,8 @@ export class SchemaForm {
     this.label = label;
     this.fields = [];
     if (formable(schema)) {
-      const required = new Set(Array.isArray(schema.required) ? schema.required : []);
-      this.fields = Object.entries(schema.properties)
-        .map(([name, sub], i) => new Field(name, sub, required.has(name), `${id}-${i}`));
+      const needed = required(schema);
+      this.fields = properties(schema).map(([name, sub], i) => new Field(name, sub, needed.has(name), `${id}-${i}`));
     }
     this.raw = h("textarea", {class: "json-input raw-json", rows: 8, spellcheck: "false", name: "raw-json",
                               "aria-label": `${label} as JSON`});
@@ -185,8 +194,9 @@ export class SchemaForm {
     const known = new Set(this.fields.map((f) => f.name));
     if (Object.keys(value).some((key) => !known.has(key))) return false;
     for (const field of this.fields) {
-      field.set(value[field.name]);
-      field.touched = field.name in value;
+      const given = Object.hasOwn(value, field.name);
+      field.set(given ? value[field.name] : undefined);
+      field.touched = given;
     }
     return true;
   }
@@ -208,11 +218,11 @@ export class SchemaForm {
   /** The value to send; throws InputError for JSON that does not parse or a number that is not one. */
   value() {
     if (this.jsonMode) return parseJson(this.raw.value, `the ${this.label}`);
-    const value = {};
+    const entries = [];
     for (const field of this.fields) {
       const [present, v] = field.get();
-      if (present) value[field.name] = v;
+      if (present) entries.push([field.name, v]);
     }
-    return value;
+    return Object.fromEntries(entries); // not value[name] = v: a property may be called "__proto__"
   }
 }

@@ -11,29 +11,34 @@ export class SSEParser {
   constructor(onEvent) {
     this.onEvent = onEvent;
     this.buffer = "";
+    this.scanned = 0; // how much of the buffer holds no line break
     this.data = [];
     this.event = "";
     this.lastId = "";
   }
 
   feed(text) {
-    this.buffer += text;
+    // Lines end at "\r\n", "\r" or "\n". One regex pass over what is new: searching the rest of the
+    // buffer for each kind of break at every line would cost the square of a chunk's size.
+    const buffer = this.buffer + text;
+    const breaks = /\r\n?|\n/g;
+    breaks.lastIndex = this.scanned;
     let start = 0;
-    for (;;) {
-      const cr = this.buffer.indexOf("\r", start);
-      const lf = this.buffer.indexOf("\n", start);
-      if (cr < 0 && lf < 0) break;
-      const end = cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
-      if (end === cr && end === this.buffer.length - 1) break; // a "\r" whose "\n" may come next chunk
-      this.line(this.buffer.slice(start, end));
-      start = end + (end === cr && this.buffer[end + 1] === "\n" ? 2 : 1);
+    let match;
+    while ((match = breaks.exec(buffer)) !== null) {
+      if (match[0] === "\r" && match.index === buffer.length - 1) break; // its "\n" may come next chunk
+      this.line(buffer.slice(start, match.index));
+      start = breaks.lastIndex;
     }
-    this.buffer = this.buffer.slice(start);
+    this.buffer = buffer.slice(start);
+    // a line still open: the next chunk is searched from where this one ended (a trailing "\r" again)
+    this.scanned = Math.max(0, this.buffer.length - (this.buffer.endsWith("\r") ? 1 : 0));
   }
 
   /** The stream ended: an event without its blank line is dropped, as the format says. */
   end() {
     this.buffer = "";
+    this.scanned = 0;
     this.data = [];
     this.event = "";
   }

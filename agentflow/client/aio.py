@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncGenerator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,17 @@ from agentflow.api import (
     WorkflowSummary,
 )
 from agentflow.client.errors import APIConnectionError, error_from
-from agentflow.client.requests import DEFAULT_URL, Call, Calls, Follow, Retry, parse
+from agentflow.client.requests import (
+    Call,
+    Calls,
+    Follow,
+    Retry,
+    auth_headers,
+    base_url_of,
+    page_size_of,
+    parse,
+    wait_timeout,
+)
 from agentflow.runtime.events import TERMINAL_EVENTS, AnyEvent
 
 if TYPE_CHECKING:
@@ -36,13 +46,11 @@ class AsyncClient:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, max_reconnects: int = 5,
                  http_client: httpx.AsyncClient | None = None) -> None:
-        self.base_url = (base_url or os.environ.get("AGENTFLOW_URL") or DEFAULT_URL).rstrip("/")
+        self.base_url = base_url_of(base_url, http_client)
         self.max_retries, self.max_reconnects, self.timeout = max_retries, max_reconnects, timeout
-        key = api_key if api_key is not None else os.environ.get("AGENTFLOW_API_KEY")
+        self._headers = auth_headers(api_key)
         self._owned = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
-        if key:
-            self._http.headers["Authorization"] = f"Bearer {key}"
         self.workflows = AsyncWorkflows(self)
         self.runs = AsyncRuns(self)
 
@@ -73,14 +81,23 @@ class AsyncClient:
                     pass
                 await anyio.sleep(interval)
 
-    async def _send(self, call: Call, *, ok: tuple[int, ...] = (), timeout: float | None = None) -> httpx.Response:
+    async def _send(self, call: Call, *, ok: tuple[int, ...] = (),
+                    timeout: httpx.Timeout | None = None) -> httpx.Response:
         retry = Retry(self.max_retries)
         while True:
             try:
-                response = await self._http.request(call.method, self.base_url + call.path, **call.kwargs(),
+                kwargs = call.kwargs()
+                kwargs["headers"] = {**self._headers, **kwargs["headers"]}
+                response = await self._http.request(call.method, self.base_url + call.path, **kwargs,
                                                     timeout=timeout or self.timeout)
+            except httpx.ReadTimeout as exc:
+                if timeout is not None:  # a ?wait=true call: past its wait, the run goes on
+                    raise TimeoutError(f"{call.method} {call.path}: no answer within {timeout.read} s "
+                                       "(the run goes on)") from exc
+                await anyio.sleep(retry.after_error(call, exc))
+                continue
             except httpx.TransportError as exc:
-                await anyio.sleep(retry.aftererror_from(call, exc))
+                await anyio.sleep(retry.after_error(call, exc))
                 continue
             if response.is_success or response.status_code in ok:
                 return response
@@ -122,16 +139,18 @@ class AsyncRuns:
     async def create(self, workflow: str, input: Mapping[str, Any] | None = None, *,
                      idempotency_key: str | None = None, wait: bool = False, timeout: float | None = None) -> RunView:
         call = Calls.create_run(workflow, input, idempotency_key, wait)
-        return parse(RunView, await self._c._send(call, timeout=(timeout or 1e9) if wait else None))
+        return parse(RunView, await self._c._send(call, timeout=wait_timeout(self._c.timeout, timeout) if wait
+                                                  else None))
 
     async def get(self, run_id: str) -> RunView:
         return parse(RunView, await self._c._send(Calls.get_run(run_id)))
 
     async def list(self, *, status: str | None = None, workflow: str | None = None, page_size: int = 50,
                    limit: int | None = None) -> AsyncGenerator[RunView, None]:
+        page_size = page_size_of(page_size, limit)
         cursor: str | None = None
         seen = 0
-        while True:
+        while limit is None or seen < limit:
             page = parse(RunList, await self._c._send(Calls.list_runs(status, workflow, page_size, cursor)))
             for run in page.data:
                 if limit is not None and seen >= limit:
@@ -151,24 +170,40 @@ class AsyncRuns:
     async def events(self, run_id: str, *, after: int = 0) -> AsyncGenerator[AnyEvent, None]:
         follow = Follow(run_id, after, self._c.max_reconnects)
         http, url = self._c._http, self._c.base_url + follow.path
+        retry = Retry(self._c.max_retries)
+        terminal: AnyEvent | None = None
         while not follow.done:
             try:
-                async with http.stream("GET", url, headers=follow.headers(),
+                async with http.stream("GET", url, headers={**self._c._headers, **follow.headers()},
                                        timeout=httpx.Timeout(self._c.timeout, read=None)) as response:
                     if not response.is_success:
                         await response.aread()
-                        raise error_from(response)
+                        delay = retry.after_answer(response)  # 429/503: wait out Retry-After
+                        if delay is None:
+                            raise error_from(response)
+                        await anyio.sleep(delay)
+                        continue
+                    follow.check(response)
+                    retry = Retry(self._c.max_retries)
                     async with aclosing(response.aiter_lines()) as lines:  # type: ignore[type-var]  # closed now, not by the GC
                         async for line in lines:
                             event = follow.feed(line)
+                            if event is not None and follow.done:
+                                terminal = event
+                                await _drain(lines, self._c.timeout)
+                                break
                             if event is not None:
                                 yield event
                 if follow.done:
+                    break
+                if (await self.get(run_id)).finished:  # it ended without a terminal event: nothing after `after`
                     return
                 why = "the server closed the stream"
             except httpx.TransportError as exc:
                 why = f"{type(exc).__name__}: {exc}"
             await anyio.sleep(follow.dropped(why))
+        if terminal is not None:
+            yield terminal
 
     async def stream(self, workflow: str, input: Mapping[str, Any] | None = None, *,
                      idempotency_key: str | None = None) -> AsyncGenerator[AnyEvent, None]:
@@ -189,6 +224,15 @@ class AsyncRuns:
                         if run.finished or run.status == "interrupted":
                             return run
             return await self.get(run_id)
+
+
+async def _drain(lines: AsyncIterator[str], timeout: float) -> None:
+    """Read a stream on to its end after its terminal event (the server ends it there). A consumer that
+    stops at the terminal event then leaves no half-read response behind: the connection goes back to
+    the pool, and httpx's async generators end instead of being collected unfinished (trio warns)."""
+    with anyio.move_on_after(timeout), contextlib.suppress(httpx.TransportError):
+        async for _ in lines:
+            pass
 
 
 __all__ = ["AsyncClient", "AsyncRuns", "AsyncWorkflows"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_PAGE = 500
+"""The most runs the server sends in one page of ``GET /v1/runs``."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -52,6 +55,20 @@ class Call:
         elif self.json is not None:
             out["json"] = self.json
         return out
+
+
+def base_url_of(base_url: str | None, http_client: httpx.Client | httpx.AsyncClient | None) -> str:
+    """The server's URL: ``base_url``, else the ``base_url`` of the httpx client given, else
+    ``$AGENTFLOW_URL``, else :data:`DEFAULT_URL`; without a trailing slash."""
+    given = str(http_client.base_url) if http_client is not None and str(http_client.base_url) else None
+    return (base_url or given or os.environ.get("AGENTFLOW_URL") or DEFAULT_URL).rstrip("/")
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``api_key`` (default ``$AGENTFLOW_API_KEY``), sent with each request
+    (a client passed in as ``http_client`` is left as it is)."""
+    key = api_key if api_key is not None else os.environ.get("AGENTFLOW_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def segment(value: str) -> str:
@@ -153,7 +170,7 @@ class Retry:
     def __init__(self, max_retries: int) -> None:
         self.max_retries, self.attempt = max_retries, 0
 
-    def aftererror_from(self, call: Call, exc: httpx.TransportError) -> float:
+    def after_error(self, call: Call, exc: httpx.TransportError) -> float:
         """The delay before the next try; raises :class:`APIConnectionError` when it should not be retried."""
         sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
         if self.attempt >= self.max_retries or (sent and not call.idempotent):
@@ -200,6 +217,16 @@ class Follow:
     def headers(self) -> dict[str, str]:
         return {"Accept": "text/event-stream", "Last-Event-ID": str(self.last_seq)}
 
+    def check(self, response: httpx.Response) -> None:
+        """Raise :class:`APIError` for a 2xx answer that is not an event stream (a proxy's page, a wrong
+        ``base_url``): reconnecting would only get the same page again."""
+        kind = response.headers.get("content-type", "")
+        if kind.split(";")[0].strip().lower() != "text/event-stream":
+            raise APIError(response.status_code, f"expected an event stream (text/event-stream), got "
+                           f"{kind or 'no Content-Type'}: is the base URL an agentflow server?",
+                           code="unexpected_response", method=response.request.method,
+                           url=str(response.request.url))
+
     def feed(self, line: str) -> AnyEvent | None:
         """One line of the stream; the event it completes, if any (repeats of seen events are dropped)."""
         if line == "":
@@ -237,12 +264,28 @@ class Follow:
         return min(10.0, 0.2 * 2 ** (self.failures - 1))
 
 
+def page_size_of(page_size: int, limit: int | None) -> int:
+    """The ``limit`` of each page of ``runs.list`` (the server takes 1 to 500), checked here so that the
+    error names the SDK's parameters."""
+    if not 1 <= page_size <= MAX_PAGE:
+        raise ValueError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more, got {limit}")
+    return page_size if limit is None else max(1, min(page_size, limit))
+
+
+def wait_timeout(timeout: float, wait: float | None) -> httpx.Timeout:
+    """A ``?wait=true`` request's timeout: the client's for connecting and sending, ``wait`` (None: no
+    limit) for the answer."""
+    return httpx.Timeout(timeout, read=wait)
+
+
 def check_deadline(deadline: float | None, run_id: str) -> None:
     if deadline is not None and time.monotonic() > deadline:
         raise TimeoutError(f"run {run_id} did not finish or pause in time")
 
 
 __all__ = [
-    "DEFAULT_URL", "Call", "Calls", "Follow", "Retry", "check_deadline", "parse", "segment",
-    "workflow_body",
+    "DEFAULT_URL", "MAX_PAGE", "Call", "Calls", "Follow", "Retry", "auth_headers", "base_url_of", "check_deadline",
+    "page_size_of", "parse", "segment", "wait_timeout", "workflow_body",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +20,18 @@ from agentflow.api import (
     WorkflowSummary,
 )
 from agentflow.client.errors import APIConnectionError, error_from
-from agentflow.client.requests import DEFAULT_URL, Call, Calls, Follow, Retry, check_deadline, parse
+from agentflow.client.requests import (
+    Call,
+    Calls,
+    Follow,
+    Retry,
+    auth_headers,
+    base_url_of,
+    check_deadline,
+    page_size_of,
+    parse,
+    wait_timeout,
+)
 from agentflow.runtime.events import TERMINAL_EVENTS, AnyEvent
 
 if TYPE_CHECKING:
@@ -33,17 +43,16 @@ class Client:
     """A synchronous client. ``base_url`` defaults to ``$AGENTFLOW_URL`` or ``http://127.0.0.1:8000``;
     ``api_key`` to ``$AGENTFLOW_API_KEY`` (sent as ``Authorization: Bearer``). ``timeout`` bounds each
     request (``?wait=true`` and ``wait()`` have their own); ``max_retries`` the tries after the first.
-    ``http_client``: your own ``httpx.Client`` (left open by :meth:`close`)."""
+    ``http_client``: your own ``httpx.Client`` (its ``base_url`` is used when ``base_url`` is not given; it is
+    left open by :meth:`close`, and its headers as they are)."""
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, max_reconnects: int = 5, http_client: httpx.Client | None = None) -> None:
-        self.base_url = (base_url or os.environ.get("AGENTFLOW_URL") or DEFAULT_URL).rstrip("/")
+        self.base_url = base_url_of(base_url, http_client)
         self.max_retries, self.max_reconnects, self.timeout = max_retries, max_reconnects, timeout
-        key = api_key if api_key is not None else os.environ.get("AGENTFLOW_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = auth_headers(api_key)
         self._owned = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout)
-        self._http.headers.update(headers)
         self.workflows = Workflows(self)
         self.runs = Runs(self)
 
@@ -79,14 +88,24 @@ class Client:
                 raise TimeoutError(f"{self.base_url} was not ready after {timeout} s")
             time.sleep(interval)
 
-    def _send(self, call: Call, *, ok: tuple[int, ...] = (), timeout: float | None = None) -> httpx.Response:
+    def _send(self, call: Call, *, ok: tuple[int, ...] = (), timeout: httpx.Timeout | None = None) -> httpx.Response:
+        """Send ``call``, retrying as :class:`Retry` says. ``timeout``: a ``?wait=true`` call's, whose read
+        timeout raises :class:`TimeoutError` (the run goes on) instead of being retried."""
         retry = Retry(self.max_retries)
         while True:
             try:
-                response = self._http.request(call.method, self.base_url + call.path, **call.kwargs(),
+                kwargs = call.kwargs()
+                kwargs["headers"] = {**self._headers, **kwargs["headers"]}
+                response = self._http.request(call.method, self.base_url + call.path, **kwargs,
                                               timeout=timeout or self.timeout)
+            except httpx.ReadTimeout as exc:
+                if timeout is not None:
+                    raise TimeoutError(f"{call.method} {call.path}: no answer within {timeout.read} s "
+                                       "(the run goes on)") from exc
+                time.sleep(retry.after_error(call, exc))
+                continue
             except httpx.TransportError as exc:
-                time.sleep(retry.aftererror_from(call, exc))
+                time.sleep(retry.after_error(call, exc))
                 continue
             if response.is_success or response.status_code in ok:
                 return response
@@ -132,19 +151,22 @@ class Runs:
     def create(self, workflow: str, input: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None,
                wait: bool = False, timeout: float | None = None) -> RunView:
         """Start a run of ``workflow``. ``wait=True`` answers once it finishes or pauses at an interrupt (within
-        ``timeout`` seconds, default unbounded). The same ``idempotency_key`` never starts a second run."""
+        ``timeout`` seconds, default unbounded: past it, :class:`TimeoutError`, and the run goes on). The same
+        ``idempotency_key`` never starts a second run."""
         call = Calls.create_run(workflow, input, idempotency_key, wait)
-        return parse(RunView, self._c._send(call, timeout=(timeout or 1e9) if wait else None))
+        return parse(RunView, self._c._send(call, timeout=wait_timeout(self._c.timeout, timeout) if wait else None))
 
     def get(self, run_id: str) -> RunView:
         return parse(RunView, self._c._send(Calls.get_run(run_id)))
 
     def list(self, *, status: str | None = None, workflow: str | None = None, page_size: int = 50,
              limit: int | None = None) -> Iterator[RunView]:
-        """Runs, newest first, fetched a page at a time as you iterate; at most ``limit`` of them."""
+        """Runs, newest first, fetched a page at a time (``page_size``: 1 to 500) as you iterate; at most
+        ``limit`` of them."""
+        page_size = page_size_of(page_size, limit)
         cursor: str | None = None
         seen = 0
-        while True:
+        while limit is None or seen < limit:
             page = parse(RunList, self._c._send(Calls.list_runs(status, workflow, page_size, cursor)))
             for run in page.data:
                 if limit is not None and seen >= limit:
@@ -171,20 +193,30 @@ class Runs:
     def _follow(self, run_id: str, after: int, deadline: float | None) -> Iterator[AnyEvent]:
         follow = Follow(run_id, after, self._c.max_reconnects)
         http, url = self._c._http, self._c.base_url + follow.path
+        retry = Retry(self._c.max_retries)
         while not follow.done:
             read = None if deadline is None else max(0.01, deadline - time.monotonic())
             try:
-                with http.stream("GET", url, headers=follow.headers(),
+                with http.stream("GET", url, headers={**self._c._headers, **follow.headers()},
                                  timeout=httpx.Timeout(self._c.timeout, read=read)) as response:
                     if not response.is_success:
                         response.read()
-                        raise error_from(response)
+                        delay = retry.after_answer(response)  # 429/503: wait out Retry-After
+                        if delay is None:
+                            raise error_from(response)
+                        time.sleep(delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic())))
+                        check_deadline(deadline, run_id)
+                        continue
+                    follow.check(response)
+                    retry = Retry(self._c.max_retries)
                     for line in response.iter_lines():
                         check_deadline(deadline, run_id)
                         event = follow.feed(line)
                         if event is not None:
                             yield event
                 if follow.done:  # read on to the end after the terminal event: the connection is reused
+                    return
+                if self.get(run_id).finished:  # it ended without a terminal event: nothing after `after`
                     return
                 why = "the server closed the stream"
             except httpx.TransportError as exc:
