@@ -1,5 +1,5 @@
-"""The HTTP API's response bodies, shared by the server (which sends them and documents them in
-``/openapi.json``) and the SDK (:mod:`agentflow.client`, which reads them).
+"""The HTTP API's response bodies (and how to read ``Retry-After``), shared by the server (which sends
+them and documents them in ``/openapi.json``) and the SDK (:mod:`agentflow.client`, which reads them).
 
 They are plain pydantic models with no server imports, so the SDK works without Starlette. Unknown
 fields are ignored when reading, so a client keeps working against a newer server that adds some.
@@ -7,6 +7,9 @@ fields are ignored when reading, so a client keeps working against a newer serve
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -100,7 +103,26 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds: a number of seconds or an HTTP date (RFC 9110), never negative;
+    None when absent, unreadable or not finite. Read by the SDK and by the remote LLM backend."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 __all__ = [
     "FINISHED_STATUSES", "RUN_STATUSES", "ErrorBody", "ErrorDetail", "Health", "Issue", "Readiness", "RunList",
-    "RunView", "ValidationResult", "WorkflowDetail", "WorkflowList", "WorkflowSummary",
+    "RunView", "ValidationResult", "WorkflowDetail", "WorkflowList", "WorkflowSummary", "retry_after_seconds",
 ]

@@ -65,13 +65,13 @@ def loads(text: str | bytes) -> Any:
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"{text[:40]} is too large for a JSON number read as a float")
+        raise ValueError(f"the number {text[:40]} is out of range")
     return value
 
 

@@ -3,15 +3,12 @@ with an error, :class:`APIConnectionError` when it cannot be reached."""
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
-from agentflow.api import ErrorBody
+from agentflow.api import ErrorBody, retry_after_seconds
 from agentflow.errors import AgentflowError
 
 
@@ -90,22 +87,8 @@ def error_from(response: httpx.Response) -> APIError:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """The answer's ``Retry-After`` in seconds: a number of seconds or an HTTP date (RFC 9110); None when
-    absent or unreadable."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    """The answer's ``Retry-After`` in seconds (a number or an HTTP date); None when absent or unreadable."""
+    return retry_after_seconds(response.headers.get("retry-after"))
 
 
 __all__ = [

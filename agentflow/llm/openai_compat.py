@@ -36,18 +36,16 @@ to stop generating.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
 import os
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from agentflow.api import retry_after_seconds
 from agentflow.llm.base import LLMError, LLMRequest, LLMResult, TextDelta, ToolCallRequest, new_call_id
 
 log = logging.getLogger(__name__)
@@ -291,22 +289,8 @@ def _status_error(response: httpx.Response) -> LLMStatusError:
     if not message:
         message = response.text.strip()[:500] or response.reason_phrase
     return LLMStatusError(f"HTTP {response.status_code} from {response.request.url}: {message}",
-                          status_code=response.status_code, retry_after=_retry_after(response.headers))
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds from a ``Retry-After`` header (a number of seconds or an HTTP date), or None."""
-    value = headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+                          status_code=response.status_code,
+                          retry_after=retry_after_seconds(response.headers.get("retry-after")))
 
 
 def _error_message(body: Any) -> str | None:

@@ -8,8 +8,6 @@ checks.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from agentflow import jsondata
 from agentflow.jsondata import json_problem
 from agentflow.server.errors import ApiError, ErrorBody, from_validation
 
@@ -71,23 +70,12 @@ class Endpoint:
         return Route(self.path, self.handler, methods=[self.method], name=self.operation_id or self.handler.__name__)
 
 
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return number
-
-
-def _constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (numbers must be finite)")
-
-
 def parse_json(raw: bytes | str, what: str = "the request body", *, lone_surrogates: bool = False) -> Any:
     """``raw`` parsed as strict JSON: no ``NaN`` / ``Infinity``, no number too large for a float, and (unless
     ``lone_surrogates``, for callers that replace them) no string escaping half a surrogate pair.
     Raises ``ApiError`` 400 ``invalid_json`` saying what and where."""
     try:
-        data = json.loads(raw, parse_float=_finite, parse_constant=_constant)
+        data = jsondata.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"{what} is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
