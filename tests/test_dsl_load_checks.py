@@ -5,6 +5,7 @@ against dict methods, `missing_kind` naming its node, and directory discovery (d
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,16 @@ def test_a_dict_key_wins_over_a_dict_method_however_the_template_is_written() ->
     assert render("{{ d.items() | list }}", ns) == [("x", 1)]  # no such key: still the method
     with pytest.raises(TemplateError):
         render("{{ d.__class__ }} x", ns)  # the sandbox still guards attributes
+
+
+def test_constants_that_overflow_to_infinity_evaluate_like_the_same_values_from_the_state() -> None:
+    # Jinja folds constant arithmetic at compile time and used to write the result as the bare name `inf`
+    assert evaluate("1e308 * 10", {}) == math.inf == evaluate("x * 10", {"x": 1e308})
+    assert evaluate("-1e308 * 10", {}) == -math.inf
+    assert math.isnan(evaluate("1e308 * 10 - 1e308 * 10", {}))
+    assert render("{{ 1e308 * 10 }}", {}) == math.inf
+    assert render("a {{ 1e308 * 10 }} b", {}) == "a inf b"
+    assert evaluate("1.5 * 2", {}) == 3.0
 
 
 # -- structure -----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ naming the node and the field.
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import jinja2
 import jinja2.meta
 from jinja2 import nodes as jnodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agentflow.dsl.errors import TemplateError
@@ -31,6 +33,18 @@ def _tojson(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, but a folded constant that overflowed (``1e308 * 10``) compiles to
+    ``float('inf')``: Jinja writes ``str(value)``, and ``inf``/``nan`` are not Python names."""
+
+    def visit_Const(self, node: jnodes.Const, frame: Frame) -> None:
+        value = node.as_const(frame.eval_ctx)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.write(f"float({str(value)!r})")
+        else:
+            super().visit_Const(node, frame)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, where ``a.b`` on a dict reads the key ``b`` before any attribute: ``output.items`` is
     the value under ``"items"``, not ``dict.items`` (as :func:`_dotted` reads it too)."""
@@ -39,6 +53,8 @@ class _Environment(ImmutableSandboxedEnvironment):
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    code_generator_class = _CodeGenerator
 
 
 def _make_env() -> ImmutableSandboxedEnvironment:
