@@ -33,12 +33,16 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import logging
 import random
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, overload
 
 import anyio
@@ -417,13 +421,45 @@ BUILTIN_GROUPS: dict[str, tuple[str, ...]] = {"files": ("read_file", "list_files
 """Names that stand for several built-ins at once."""
 
 
+BUILTIN_PACKAGE = Path(__file__).resolve().parent.parent / "tools"
+"""agentflow's built-in tools, the top-level package ``tools`` installed beside ``agentflow``."""
+
+
+def builtin_module(module_name: str) -> ModuleType:
+    """``tools.<name>`` from agentflow's own ``tools`` package, never from a user's ``tools.py``.
+
+    The convention of a ``tools.py`` beside the workflow puts a module of that name in the way: once its
+    folder is on ``sys.path`` (its sibling modules must import), a plain ``import tools.calculator`` could
+    find it first (an editable install's finder comes after ``sys.path``). So the package is imported
+    from its own folder on first use, and a different module already imported as ``tools`` is an error
+    that says so rather than a ``ModuleNotFoundError`` from deep inside."""
+    package = sys.modules.get("tools")
+    if package is None:
+        spec = importlib.util.spec_from_file_location("tools", BUILTIN_PACKAGE / "__init__.py",
+                                                      submodule_search_locations=[str(BUILTIN_PACKAGE)])
+        if spec is None or spec.loader is None:  # pragma: no cover - the package ships with agentflow
+            raise ToolError(f"agentflow's built-in tools are missing ({BUILTIN_PACKAGE})")
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["tools"] = package
+        try:
+            spec.loader.exec_module(package)
+        except BaseException:
+            del sys.modules["tools"]
+            raise
+    elif [Path(p).resolve() for p in getattr(package, "__path__", ())] != [BUILTIN_PACKAGE]:
+        where = getattr(package, "__file__", None) or package
+        raise ToolError(f"agentflow's built-in tools cannot be imported: the module named 'tools' is {where}, not "
+                        f"agentflow's ({BUILTIN_PACKAGE}); rename that module")
+    return importlib.import_module(f"tools.{module_name.removeprefix('tools.')}")
+
+
 def builtin_tool(name: str) -> Tool | None:
     """The built-in tool ``name`` (imported on first use), or None if there is none by that name."""
     entry = BUILTIN_TOOLS.get(name)
     if entry is None:
         return None
     module_name, attribute = entry
-    value = getattr(importlib.import_module(module_name), attribute)
+    value = getattr(builtin_module(module_name), attribute)
     if isinstance(value, Tool):
         return value
     for candidate in value():

@@ -164,6 +164,22 @@ def test_run_prints_the_output_json_and_progress_naming_nodes(tmp_path: Path, ho
     assert (home / "runs.db").is_file()  # the default store follows AGENTFLOW_HOME
 
 
+def test_built_in_tools_work_beside_a_tools_py(tmp_path: Path, home: Path) -> None:
+    # the folder of a workflow's tools.py goes on sys.path, where its module could pass for the package
+    # `tools` that holds the built-ins; run from elsewhere, as a user would, not from the repository root
+    path = workflow(tmp_path, """
+        name: calc
+        nodes:
+          - {id: c, kind: tool, tool: calculator, args: {expression: "2 ** 10"}}
+          - {id: d, kind: tool, tool: double, args: {x: 3}}
+        edges: [{from: c, to: d}]
+        output: {c: c, d: d}
+        """)
+    done = cli(home, "run", str(path), "--no-store", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"c": 1024, "d": 6}
+
+
 def test_quiet_prints_only_the_output(tmp_path: Path, home: Path) -> None:
     done = cli(home, "run", str(workflow(tmp_path, CHAIN)), "--input", '{"n": 2}', "--quiet")
     assert done.returncode == 0, done.stderr

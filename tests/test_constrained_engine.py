@@ -215,7 +215,8 @@ def test_logprobs_requests_decode_forced_tokens_one_by_one(ff_on: Engine, ff_off
     forced = ff_on.stats().forced_tokens
     off, on = run(ff_off, [trip(5, params)])[0], run(ff_on, [trip(5, params)])[0]
     same(off, on)
-    assert on[0].logprobs == off[0].logprobs and on[0].logprobs is not None
+    # a prompt prefix cached by an earlier test is computed in other chunks: the last float bits may differ
+    assert on[0].logprobs is not None and on[0].logprobs == pytest.approx(off[0].logprobs, abs=1e-4)
     assert len(on[0].logprobs) == len(on[0].token_ids)
     assert ff_on.stats().forced_tokens == forced
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import types
 from typing import Annotated, Any
 
 import pytest
@@ -85,3 +87,16 @@ def test_arguments_of_exact_plain_types_skip_pydantic_and_the_rest_still_go_thro
     with pytest.raises(ToolArgumentError):
         bounded.validate({"n": -1})
     assert bounded.validate({"n": 4}) == {"n": 4}
+
+
+def test_a_foreign_module_named_tools_is_reported_instead_of_breaking_built_ins(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from agentflow.tool import builtin_tool
+
+    assert builtin_tool("calculator") is not None
+    foreign = types.ModuleType("tools")
+    foreign.__file__ = str(tmp_path / "tools.py")
+    monkeypatch.setitem(sys.modules, "tools", foreign)
+    monkeypatch.delitem(sys.modules, "tools.calculator")
+    with pytest.raises(ToolError, match=r"the module named 'tools' is .*tools\.py, not agentflow's"):
+        builtin_tool("calculator")

@@ -48,7 +48,7 @@ from agentflow.runtime.events import (
 from agentflow.runtime.paths import node_at
 from agentflow.runtime.run import NodeFailure, RunExecution, Services, check_against, validate_input
 from agentflow.runtime.store import FINISHED, RunRecord, RunStore, open_store
-from agentflow.tool import Tool, ToolRegistry
+from agentflow.tool import Tool, ToolRegistry, builtin_module
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,8 @@ class Runtime:
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
         servers = list(mcp_servers)
         if servers:
-            from tools.mcp import MCPManager  # only with MCP servers: the mcp SDK is then needed
-
-            self.tools.mcp = MCPManager(servers)
+            # only with MCP servers: the mcp SDK is then needed
+            self.tools.mcp = builtin_module("mcp").MCPManager(servers)
         self.workflows: dict[str, WorkflowSpec] = {}
         for workflow in workflows:
             self.register(workflow)
