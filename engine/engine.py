@@ -113,7 +113,7 @@ class Engine:
         self.allocator = SlotAllocator(num_slots)
         max_pinned = cfg.max_pinned_tokens if cfg.max_pinned_tokens is not None else num_slots // 2
         self.cache = RadixCache(self.allocator, max_pinned_tokens=max_pinned) if cfg.enable_prefix_cache else None
-        self.scheduler = Scheduler(cfg.scheduler_config(), self.allocator, self.cache)
+        self.scheduler = Scheduler(cfg.scheduler_config(), self.allocator, self.cache, self.max_model_len)
         self.runner = ModelRunner(self.model, self.kv, self.device, max_sequences=cfg.max_running,
                                   max_context=self.max_model_len, cuda_graphs=cfg.cuda_graphs,
                                   cuda_graph_max_batch=cfg.cuda_graph_max_batch,

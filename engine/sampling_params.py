@@ -34,7 +34,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     """OpenAI-style: subtract penalty once if the token occurs in the output so far, in [-2, 2]."""
     seed: int | None = None
-    """Same seed, same prompt, same parameters → same output, regardless of batch company."""
+    """Same seed, same prompt, same parameters → the same random draws, whatever else shares the batch; the
+    same tokens as long as the logits are the same, which a prefix-cache hit or another chunking of the
+    prompt can change in the last bits (see ``engine/sampling.py``): best effort, as OpenAI's ``seed``."""
     stop: Sequence[str] = ()
     """Strings that end generation; matched across token boundaries, excluded from the text."""
     stop_token_ids: Sequence[int] = ()

@@ -124,8 +124,11 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, allocator: Allocator, cache: RadixCache | None) -> None:
+    def __init__(self, config: SchedulerConfig, allocator: Allocator, cache: RadixCache | None,
+                 max_context: int | None = None) -> None:
         self.config = config
+        self.max_context = max_context
+        """The model's context: no sequence grows past it, so no reserve counts tokens beyond it."""
         self.allocator = allocator
         self.cache = cache
         self.waiting: deque[Sequence] = deque()
@@ -344,5 +347,7 @@ class Scheduler:
 
     def _reserve(self, seq: Sequence) -> int:
         remaining = max(seq.params.max_new_tokens - seq.num_output, 0)
+        if self.max_context is not None:  # max_new_tokens=10**9 must not reserve the whole pool
+            remaining = min(remaining, max(self.max_context - len(seq.token_ids), 0))
         return math.ceil(self.config.reserve_ratio * remaining)
 

@@ -193,6 +193,16 @@ def test_named_choice_allows_exactly_one_call_of_that_tool(qwen: Tokenizer, llt:
     assert walk(m, ids) is None and m.is_stopped()  # one call and the grammar is done: no second call
 
 
+def test_a_tool_without_parameters_takes_no_arguments(qwen: Tokenizer, llt: llguidance.LLTokenizer) -> None:
+    # OpenAI: omitting `parameters` defines a function with an empty parameter list
+    tools = [_tool("now")]
+    invented = qwen.encode(render(qwen, "", [("now", {"tz": "UTC"})], tools=tools), add_special_tokens=False)
+    assert walk(matcher(llt, spec(named("now"), tools=tools)), invented) is not None
+    ids = qwen.encode(render(qwen, "", [("now", {})], tools=tools), add_special_tokens=False)
+    m = matcher(llt, spec(named("now"), tools=tools))
+    assert walk(m, ids) is None and m.is_stopped()
+
+
 def test_parallel_false_stops_after_one_call(qwen: Tokenizer, llt: llguidance.LLTokenizer) -> None:
     ids = qwen.encode(render(qwen, "Checking.", [("search", {"query": "a"}), ("search", {"query": "b"})]),
                       add_special_tokens=False)
@@ -321,7 +331,7 @@ def test_spec_validation(kwargs: dict[str, Any], field: str, words: str) -> None
 
 def test_spec_forms() -> None:
     s = ToolCallSpec([_tool("f"), _tool("g", {"type": "object", "properties": {"a": {"type": "integer"}}})])
-    assert s.parameters("f") == {"type": "object", "properties": {}}  # omitted: no arguments
+    assert s.parameters("f") == {"type": "object", "properties": {}, "additionalProperties": False}  # no arguments
     assert (s.mode, s.callable_names, s.max_calls) == ("auto", ("f", "g"), None)
     assert ToolCallSpec(s.tools, tool_choice=named("g")).callable_names == ("g",)
     assert ToolCallSpec(s.tools, parallel=False).max_calls == 1

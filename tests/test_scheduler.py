@@ -43,14 +43,15 @@ def expected_output(seq: Sequence, n: int) -> list[int]:
 class Harness:
     def __init__(self, pool: int, *, prefix_cache: bool = True, max_pinned: int | None = None,
                  chunk_size: int = 64, max_running: int = 64, reserve_ratio: float = 0.0,
-                 session_ttl: float = 60.0) -> None:
+                 session_ttl: float = 60.0, max_context: int | None = None) -> None:
         self.clock = FakeClock()
         self.alloc = SlotAllocator(pool)
         self.cache = (RadixCache(self.alloc, max_pinned_tokens=pool if max_pinned is None else max_pinned,
                                  clock=self.clock) if prefix_cache else None)
         self.config = SchedulerConfig(chunk_size=chunk_size, max_running=max_running,
                                       reserve_ratio=reserve_ratio, session_ttl=session_ttl)
-        self.sched = Scheduler(self.config, self.alloc, self.cache)
+        self.sched = Scheduler(self.config, self.alloc, self.cache, max_context)
+        self.max_context = max_context
         self.kv: dict[int, tuple[int, ...]] = {}  # slot -> token prefix whose K/V it holds
         self.finished: list[Sequence] = []  # by finish(), in order
         self.ended: list[Sequence] = []  # by the scheduler (step.finished)
@@ -112,7 +113,7 @@ class Harness:
             if c.sample:
                 seq = c.seq
                 seq.token_ids.append(out_token(seq))
-                if seq.num_output >= seq.params.max_new_tokens:
+                if seq.num_output >= seq.params.max_new_tokens or len(seq.token_ids) >= (self.max_context or 1 << 62):
                     sched.finish(seq)
                     assert seq.status is Status.FINISHED
                     self.finished.append(seq)
@@ -416,6 +417,22 @@ def test_lone_request_is_admitted_even_if_its_reserve_cannot_fit() -> None:
     h.run()
     assert s.finish_reason == "length" and s in h.ended
     h.assert_idle()
+
+
+def test_reserve_stops_at_the_context_so_a_huge_max_new_tokens_blocks_nobody() -> None:
+    # max_tokens=10**9 through the API: the request can only grow to the context, and so can its reserve
+    for context, admitted in ((12, True), (None, False)):
+        h = Harness(40, reserve_ratio=1.0, max_context=context)
+        a = h.add("a", prompt(0, 4), max_new=10**9)
+        b = h.add("b", prompt(100, 4), max_new=2)
+        step = h.step()
+        assert ("b" in [c.seq.request_id for c in step.chunks]) is admitted
+        if context is None:
+            continue
+        h.run()
+        assert b.output_ids == expected_output(b, 2)
+        assert len(a.token_ids) == context and a.output_ids == expected_output(a, context - 4)
+        h.assert_idle()
 
 
 # ---- retraction --------------------------------------------------------------------------------

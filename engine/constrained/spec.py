@@ -67,7 +67,7 @@ TOOL_CALL_FORMATS = ("hermes", "llama3_json")
 
 TOOL_CHOICES = ("auto", "required", "none")
 
-_NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}
+_NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 """What an omitted ``parameters`` means in OpenAI's format: a function without arguments."""
 
 
