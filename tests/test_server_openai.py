@@ -195,6 +195,30 @@ def test_a_tool_call_cut_by_max_tokens_is_the_same_with_and_without_streaming(cl
         json.loads(calls[0].function.arguments)  # type: ignore[union-attr]  # incomplete, as OpenAI's are
 
 
+def test_stop_strings_neither_break_tool_calls_nor_cut_json_answers(client: openai.OpenAI) -> None:
+    """A stop string met inside a tool call used to be a 503 "model unavailable" (which clients retry)."""
+    ask: Any = {"model": "demo", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS,
+                "tool_choice": "required", "max_tokens": 40, "seed": 0, "stop": ['"city']}
+    plain = client.chat.completions.create(**ask)
+    assert plain.choices[0].finish_reason == "stop"  # not "tool_calls": the call is not whole
+    calls = plain.choices[0].message.tool_calls
+    assert calls and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    streamed, finish = "", None
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        finish = chunk.choices[0].finish_reason or finish
+        for delta in chunk.choices[0].delta.tool_calls or ():
+            streamed += delta.function.arguments or "" if delta.function else ""
+    assert finish == "stop" and streamed == calls[0].function.arguments  # type: ignore[union-attr]
+    whole = client.chat.completions.create(**{**ask, "stop": ["</tool_call>"]})
+    assert whole.choices[0].finish_reason == "tool_calls"
+    json.loads(whole.choices[0].message.tool_calls[0].function.arguments)  # type: ignore[index,union-attr]
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "weather", "schema": SCHEMA}}
+    answer = client.chat.completions.create(model="demo", messages=HI, response_format=response_format,
+                                            max_tokens=80, seed=0, stop=[",", "}"])
+    assert answer.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(answer.choices[0].message.content or ""), SCHEMA)  # the schema ends it
+
+
 def test_a_schema_the_grammar_engine_cannot_follow_fails_alone(url: str) -> None:
     """A pattern that blows up llguidance's parser mid-output used to end every request in the engine's batch
     (503s, other tenants' runs failed). Now that request gets its own error and the others finish."""

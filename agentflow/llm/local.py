@@ -149,7 +149,9 @@ class LocalEngine:
                     continue
                 events = calls.feed(delta.text) if delta.text else []
                 if delta.finished:
-                    events += calls.finish(complete=delta.finish_reason == "stop")
+                    # a stop string of the caller's may cut a call short: it is answered as cut, as at `length`
+                    cut = isinstance(delta.stop_reason, str)
+                    events += calls.finish(complete=delta.finish_reason == "stop" and not cut)
                 for item in _stream_items(events, content, ready):
                     yield item
         except EngineError as e:
@@ -158,7 +160,9 @@ class LocalEngine:
             await deltas.aclose()  # aborts the request unless it already finished
         if last is None:
             raise LLMError("the engine ended the stream without a final delta")
-        finish_reason = "tool_calls" if ready and last.finish_reason == "stop" else last.finish_reason
+        # "tool_calls" says every call is whole: not when a stop string of the caller's cut the last one short
+        whole = last.finish_reason == "stop" and (calls is None or calls.dropped is None)
+        finish_reason = "tool_calls" if ready and whole else last.finish_reason
         plain = calls is None
         yield LLMResult(text="".join(content), finish_reason=finish_reason, tool_calls=ready,
                         prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
@@ -189,12 +193,16 @@ def _to_engine_request(request: LLMRequest) -> Request:
     if request.tools and request.constraint is not None:
         raise LLMRequestError("a request with tools cannot also carry an output constraint (the tool-call format is "
                               "the constraint)", param="constraint")
+    stop = request.stop
+    if request.constraint is not None and (request.constraint.json_schema is not None
+                                           or request.constraint.choices is not None):
+        stop = None  # the schema or the choice decides where the answer ends: a stop string would cut it short
     options: dict[str, Any] = {
         "max_new_tokens": request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
         "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
         "min_p": request.min_p, "frequency_penalty": request.frequency_penalty,
         "presence_penalty": request.presence_penalty, "repetition_penalty": request.repetition_penalty,
-        "seed": request.seed, "stop": tuple(request.stop) if request.stop else None,
+        "seed": request.seed, "stop": tuple(stop) if stop else None,
         "stop_token_ids": tuple(request.stop_token_ids) if request.stop_token_ids else None,
         "ignore_eos": request.ignore_eos, "logprobs": request.logprobs or None,
     }

@@ -212,7 +212,7 @@ async def _chat_completion(generation: Generation, meta: dict[str, Any], logprob
               "function": {"name": call.name,
                            "arguments": "".join(arguments.get(call.id, ())) or json.dumps(call.arguments)}}
              for call in result.tool_calls]
-    if result.finish_reason == "length":  # a call cut off by max_tokens: as streamed, arguments incomplete (OpenAI)
+    if result.finish_reason != "tool_calls":  # a call cut off (max_tokens, a stop string): as streamed, incomplete
         done = {call.id for call in result.tool_calls}
         calls += [{"id": call_id, "type": "function",
                    "function": {"name": name, "arguments": "".join(arguments.get(call_id, ()))}}

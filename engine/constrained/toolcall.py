@@ -358,6 +358,8 @@ class ToolCallStream:
         self._object_end = _ObjectEnd()
         self._validators: dict[str, Validator] = {}
         self._finished = False
+        self.dropped: int | None = None
+        """The index of a call the output cut off before its arguments were whole (``finish(complete=False)``)."""
         self.content = ""
         """The text emitted so far (the content before the calls)."""
         self.calls: list[ToolCallResult] = []
@@ -386,6 +388,8 @@ class ToolCallStream:
                 raise EngineError(f"the output ended inside tool call #{index} (at {self._state}, after "
                                   f"{(self._args + self._buf)[-80:]!r})", field=_FIELD)
             kept = "kept (its arguments were complete)" if self._state == "tail" else "dropped"
+            if self._state != "tail":
+                self.dropped = index
             log.info("the output was cut off inside tool call #%d; the call is %s", index, kept)
         if complete and self._spec.mode in ("required", "named") and not self.calls:
             raise EngineError(f"tool_choice is {self._spec.mode} but the output makes no tool call", field=_FIELD)
