@@ -33,7 +33,13 @@ from anyio.abc import TaskGroup
 from agentflow.dsl.ir import WorkflowNode, WorkflowSpec
 from agentflow.llm.base import LLM
 from agentflow.runtime.bus import EventBus
-from agentflow.runtime.errors import NoLLMError, RunNotFoundError, RunStateError, WorkflowNotFoundError
+from agentflow.runtime.errors import (
+    NoLLMError,
+    RunExistsError,
+    RunNotFoundError,
+    RunStateError,
+    WorkflowNotFoundError,
+)
 from agentflow.runtime.events import (
     TERMINAL_EVENTS,
     EventBase,
@@ -48,6 +54,7 @@ from agentflow.runtime.events import (
 from agentflow.runtime.paths import node_at
 from agentflow.runtime.run import NodeFailure, RunExecution, Services, check_against, validate_input
 from agentflow.runtime.store import FINISHED, RunRecord, RunStore, open_store
+from agentflow.runtime.store.base import UNFINISHED
 from agentflow.tool import Tool, ToolRegistry, builtin_module
 
 logger = logging.getLogger(__name__)
@@ -200,7 +207,13 @@ class Runtime:
         record = RunRecord(run_id=run_id, workflow=spec.name, version=spec.version, status="running",
                            input=run_input, spec=self._spec_json(spec), created_at=now, updated_at=now,
                            tenant=tenant)
-        await store.create_run(record)
+        if not store.claim(run_id):
+            raise RunExistsError(f"run {run_id!r} already exists and is executing in another process")
+        try:
+            await store.create_run(record)
+        except BaseException:
+            store.release(run_id)
+            raise
         execution = RunExecution(run_id, spec, run_input, self._services())
         self._launch(tg, execution)
         execution.emit(RunStarted, workflow=spec.name, version=spec.version, input=run_input)
@@ -252,6 +265,7 @@ class Runtime:
                     # else: the runtime is shutting down; the run stays `running` and resumes next time
                 finally:
                     self._live.pop(run_id, None)
+                    store.release(run_id)
                     live.finished.set()
                     live.signal()
 
@@ -298,10 +312,24 @@ class Runtime:
         if record.status in FINISHED:
             raise RunStateError(f"run {run_id!r} is already {record.status}")
         _, store = self._require_open()
-        seq = await store.last_seq(run_id) + 1
-        event = RunCancelled(run_id=run_id, seq=seq, time=time.time(), reason=reason)
-        await store.append(run_id, [event], run={"status": "cancelled", "interrupt": None, "updated_at": time.time()})
+        self._claim_stored(store, run_id, "cancel")
+        try:
+            record = await self.get_run(run_id)  # as it is now that no one else may change it
+            if record.status in FINISHED:
+                raise RunStateError(f"run {run_id!r} is already {record.status}")
+            seq = await store.last_seq(run_id) + 1
+            event = RunCancelled(run_id=run_id, seq=seq, time=time.time(), reason=reason)
+            await store.append(run_id, [event],
+                               run={"status": "cancelled", "interrupt": None, "updated_at": time.time()})
+        finally:
+            store.release(run_id)
         return await self.get_run(run_id)
+
+    @staticmethod
+    def _claim_stored(store: RunStore, run_id: str, action: str) -> None:
+        if not store.claim(run_id):
+            raise RunStateError(f"run {run_id!r} is executing in another process (another server or command on "
+                                f"this store); {action} it there")
 
     async def resume(self, run_id: str, value: Any = None, *, node: str | None = None) -> None:
         """Give a value to the run's pending interrupt (``node`` picks one when several wait)."""
@@ -328,11 +356,19 @@ class Runtime:
             record = await self.get_run(run_id)
             if record.status != "interrupted" or not record.interrupt:
                 raise RunStateError(f"run {run_id!r} is {record.status}, not waiting at an interrupt")
-            path = self._pick_interrupt(run_id, [record.interrupt["node"]], node)
-            execution = await self._load(record)
-            self._check_resume_value(execution.spec, path, value)
-            execution.resume_values[path] = value
-            await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
+            self._claim_stored(store, run_id, "resume")
+            try:
+                record = await self.get_run(run_id)  # another process may have resumed it before our claim
+                if record.status != "interrupted" or not record.interrupt:
+                    raise RunStateError(f"run {run_id!r} is {record.status}, not waiting at an interrupt")
+                path = self._pick_interrupt(run_id, [record.interrupt["node"]], node)
+                execution = await self._load(record)
+                self._check_resume_value(execution.spec, path, value)
+                execution.resume_values[path] = value
+                await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
+            except BaseException:
+                store.release(run_id)
+                raise
             self._launch(tg, execution)
         execution.emit(RunResumed, node=path)
 
@@ -419,9 +455,17 @@ class Runtime:
         for record in await store.unfinished_runs():
             if record.run_id in self._live:
                 continue
+            if not store.claim(record.run_id):
+                logger.info("run %s is executing in another process; leaving it there", record.run_id)
+                continue
             try:
+                record = await self.get_run(record.run_id)  # as its last executor left it
+                if record.status not in UNFINISHED:
+                    store.release(record.run_id)
+                    continue
                 execution = await self._load(record)
             except Exception as exc:
+                store.release(record.run_id)
                 logger.error("cannot resume run %s: %s", record.run_id, exc)
                 continue
             self._launch(tg, execution)

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
 from agentflow.runtime.events import EventBase
+from agentflow.runtime.store.claims import Claims
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +268,28 @@ class RunStore(abc.ABC):
 
     def __init__(self) -> None:
         self._deferred = _Deferred()
+        self._claims: Claims | None = None
+
+    # -- claims: which process executes a run (see ``claims``) --------------------------------------
+
+    def _make_claims(self) -> Claims:
+        return Claims(None)
+
+    def claim(self, run_id: str) -> bool:
+        """Take the run for this store's runtime: False when it is taken already (by another process, or
+        in this one); see ``claims``."""
+        if self._claims is None:
+            self._claims = self._make_claims()
+        return self._claims.claim(run_id)
+
+    def release(self, run_id: str) -> None:
+        """Give up the claim on the run (nothing when this store does not hold it)."""
+        if self._claims is not None:
+            self._claims.release(run_id)
+
+    def _close_claims(self) -> None:
+        if self._claims is not None:
+            self._claims.close()
 
     @abc.abstractmethod
     async def create_run(self, run: RunRecord) -> None:

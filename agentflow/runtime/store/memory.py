@@ -353,4 +353,5 @@ class MemoryStore(RunStore):
 
     def close_sync(self) -> None:
         self._closed = True
+        self._close_claims()
         self._deferred.raise_if_any()

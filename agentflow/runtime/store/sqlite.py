@@ -44,6 +44,7 @@ from agentflow.runtime.store.base import (
     _run_row,
     _Write,
 )
+from agentflow.runtime.store.claims import Claims, lock_path
 from agentflow.runtime.store.sqlite_ops import Op, connect
 from agentflow.runtime.store.sqlite_process import ProcessWriter
 from agentflow.runtime.store.sqlite_writer import Pending, Waiter, Writer
@@ -226,6 +227,9 @@ class SQLiteStore(RunStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
+    def _make_claims(self) -> Claims:
+        return Claims(lock_path(self.path))
+
     async def _write(self, op: Op) -> Any:
         waiter = Waiter()
         self._writer.submit_op(op, waiter)
@@ -359,6 +363,7 @@ class SQLiteStore(RunStore):
         self._finish_close()
 
     def _finish_close(self) -> None:
+        self._close_claims()
         self._reads.close()
         self._finalizer.detach()
         self._deferred.raise_if_any()
