@@ -56,7 +56,7 @@ from agentflow.errors import AgentflowError
 from agentflow.live_view import View, ViewMode, make_view
 from agentflow.llm import LLM, resolve_llm
 from agentflow.runtime import InvalidInputError, NoLLMError, RunRecord, Runtime
-from agentflow.runtime.errors import WorkflowNotFoundError
+from agentflow.runtime.errors import ToolNotFoundError, WorkflowNotFoundError
 from agentflow.runtime.events import RunInterrupted
 from agentflow.runtime.loop import run as run_on_loop
 from agentflow.runtime.store import FINISHED, MemoryStore, RunStore, SQLiteStore, StoreError
@@ -224,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _check_model(session.model)
     except UsageError as exc:
         return _usage(exc)
-    return execute(session, Job("run", args.run_id, spec=spec, input=run_input, file=str(path)))
+    return execute(session, Job("run", args.run_id, spec=spec, input=run_input, file=str(Path(path).resolve())))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -473,8 +473,16 @@ async def _begin(rt: Runtime, job: Job, session: Session) -> str:
             raise UsageError(f"invalid --value: {exc}") from None
         except WorkflowNotFoundError as exc:  # checked before the run changes: it stays interrupted
             raise UsageError(f"{exc}; pass --workflows DIR with the directory of those workflow files") from None
+        except ToolNotFoundError as exc:
+            raise UsageError(f"{exc}; pass --tools with the file or module that defines them") from None
     elif job.value is not UNSET:
         _note(session, f"run {run_id} is {record.status}, not waiting at an interrupt; --value is ignored")
+    if record.status not in FINISHED and run_id in rt.unrecovered and not rt.executing(run_id):
+        reason = rt.unrecovered[run_id]
+        hint = ("; pass --tools with the file or module that defines them" if "uses tool(s)" in reason else
+                "; pass --workflows DIR with the directory of those workflow files" if "calls workflow(s)" in reason
+                else "")
+        raise UsageError(f"run {run_id} cannot be continued here: {reason}{hint}")
     return run_id  # an unfinished run was recovered (continued from its checkpoints) when the runtime opened
 
 

@@ -316,6 +316,20 @@ def test_resume_without_a_workflow_the_run_needs_exits_2_and_keeps_it_interrupte
     assert json.loads(done.stdout) == 5
 
 
+def test_resume_without_the_tools_the_run_needs_exits_2_and_keeps_it_interrupted(tmp_path: Path,
+                                                                                 home: Path) -> None:
+    # it used to be recovered, failed for good on "unknown tool 'echo'", and then reported "already failed"
+    path = workflow(tmp_path, APPROVE)
+    assert cli(home, "run", str(path), "--input", '{"n": 2}', "--run-id", "r-tools").returncode == 3
+    bare = cli(home, "resume", "r-tools", "--value", '{"ok": true}', cwd=tmp_path)  # no tools.py here
+    assert bare.returncode == 2, bare.stderr
+    assert "'echo'" in bare.stderr and "--tools" in bare.stderr
+    assert_clean(bare)
+    done = cli(home, "resume", "r-tools", "--value", '{"ok": true}', "--tools", str(path.parent / "tools.py"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ok": True, "n": 2}
+
+
 def test_an_interrupt_on_a_terminal_asks_for_the_value(tmp_path: Path, home: Path) -> None:
     primary, secondary = pty.openpty()
     try:

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from agentflow.runtime import Runtime
-from agentflow.runtime.errors import RunExistsError, RunStateError
+from agentflow.runtime.errors import RunExistsError, RunStateError, ToolNotFoundError
 from agentflow.runtime.store import SQLiteStore
 from tests.claim_holder import make_work, workflows
 
@@ -142,3 +142,26 @@ def test_two_answers_to_one_interrupt_from_two_processes_run_the_next_node_once(
     Path(str(path) + ".go").touch()
     assert first.wait(timeout=60) == 0
     assert calls(path) == 1
+
+
+def test_a_run_using_a_tool_this_runtime_lacks_is_left_unchanged_for_one_that_has_it(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    Path(str(path) + ".go").touch()  # `work` returns at once
+
+    async def scenario() -> None:
+        async with Runtime(store=path, workflows=workflows(), tools=[make_work(str(path))]) as rt:
+            assert (await rt.run("asking", {}, run_id="r1")).status == "interrupted"
+        async with Runtime(store=path, workflows=workflows()) as rt:  # a deploy without the tool
+            with pytest.raises(ToolNotFoundError, match=r"'work'.*the run is unchanged"):
+                await rt.resume("r1", True)
+            assert (await rt.get_run("r1")).status == "interrupted"
+            await rt.store.update_run("r1", status="running")  # as if killed while running
+        async with Runtime(store=path, workflows=workflows()) as rt:
+            assert "'work'" in rt.unrecovered["r1"] and not rt.executing("r1")
+            assert (await rt.get_run("r1")).status == "running"
+        async with Runtime(store=path, workflows=workflows(), tools=[make_work(str(path))]) as rt:
+            assert (await rt.wait("r1")).status == "interrupted"  # recovered: it asks again
+            await rt.resume("r1", True)
+            assert (await rt.wait("r1")).output == 1
+
+    anyio.run(scenario)

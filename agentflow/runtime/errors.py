@@ -7,6 +7,7 @@ Hierarchy::
     ├── WorkflowNotFoundError   no workflow registered under that name
     ├── InvalidInputError       a run's input (or a resume value) does not match its JSON Schema
     ├── RunStateError           the operation does not fit the run's status (resume a finished run ...)
+    │   └── ToolNotFoundError   a stored run uses a tool this runtime lacks (the run is left unchanged)
     ├── NoLLMError              a node needs an LLM and none is configured for its model name
     └── NodeError               one node attempt failed; ``node`` is its path
         ├── NodeTimeoutError    the attempt ran past its timeout
@@ -69,6 +70,10 @@ class InvalidInputError(AgentflowError):
 
 class RunStateError(AgentflowError):
     code = "invalid_run_state"
+
+
+class ToolNotFoundError(RunStateError):
+    code = "tool_not_found"
 
 
 class NoLLMError(AgentflowError):

@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from agentflow.dsl.ir import WorkflowNode, WorkflowSpec
+from agentflow.dsl.ir import AgentNode, ToolNode, WorkflowNode, WorkflowSpec
 from agentflow.llm.base import LLM
 from agentflow.runtime.bus import EventBus
 from agentflow.runtime.errors import (
@@ -38,6 +38,7 @@ from agentflow.runtime.errors import (
     RunExistsError,
     RunNotFoundError,
     RunStateError,
+    ToolNotFoundError,
     WorkflowNotFoundError,
 )
 from agentflow.runtime.events import (
@@ -106,6 +107,9 @@ class Runtime:
         stored run is being loaded to resume."""
         self._spec_cache: dict[int, tuple[WorkflowSpec, dict[str, Any]]] = {}
         self._tg: TaskGroup | None = None
+        self.unrecovered: dict[str, str] = {}
+        """Unfinished runs :meth:`recover` left alone, with the reason (executing in another process, a
+        workflow or tool this runtime lacks)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -276,6 +280,10 @@ class Runtime:
         if live is not None:
             live.signal()
 
+    def executing(self, run_id: str) -> bool:
+        """Whether this runtime executes the run now (running, or paused at an interrupt in memory)."""
+        return run_id in self._live
+
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run is finished (or interrupted) and return its record."""
         while True:
@@ -421,6 +429,21 @@ class Runtime:
                         todo.append(sub)
         return missing
 
+    def _unknown_tools(self, spec: WorkflowSpec) -> list[str]:
+        """The tools that ``spec`` (and the registered sub-workflows it calls) uses and this runtime lacks."""
+        unknown: list[str] = []
+        seen, todo = {spec.name}, [spec]
+        while todo:
+            current = todo.pop()
+            for node in _walk(current.nodes):
+                names = [node.tool] if isinstance(node, ToolNode) else node.tools if isinstance(node, AgentNode) else []
+                unknown += [name for name in names if name not in self.tools and name not in unknown]
+                sub = self.workflows.get(node.workflow) if isinstance(node, WorkflowNode) else None
+                if sub is not None and sub.name not in seen:
+                    seen.add(sub.name)
+                    todo.append(sub)
+        return unknown
+
     async def _load(self, record: RunRecord) -> RunExecution:
         """Rebuild a run's execution from its checkpoints and event log."""
         assert self.store is not None
@@ -433,6 +456,10 @@ class Runtime:
             known = ", ".join(sorted(self.workflows))
             raise WorkflowNotFoundError(f"run {record.run_id!r} calls workflow(s) {', '.join(map(repr, missing))}, "
                                         f"which are not registered (registered: {known}); the run is unchanged")
+        unknown = self._unknown_tools(spec)
+        if unknown:  # the same for tools: the node would fail for good on "unknown tool"
+            raise ToolNotFoundError(f"run {record.run_id!r} uses tool(s) {', '.join(map(repr, unknown))}, which "
+                                    "are not registered here; the run is unchanged")
         records = await self.store.node_records(record.run_id)
         events = await self.store.events(record.run_id)
         done = {r.path for r in records if r.kind != "decision"}
@@ -457,6 +484,7 @@ class Runtime:
                 continue
             if not store.claim(record.run_id):
                 logger.info("run %s is executing in another process; leaving it there", record.run_id)
+                self.unrecovered[record.run_id] = "it is executing in another process"
                 continue
             try:
                 record = await self.get_run(record.run_id)  # as its last executor left it
@@ -467,7 +495,9 @@ class Runtime:
             except Exception as exc:
                 store.release(record.run_id)
                 logger.error("cannot resume run %s: %s", record.run_id, exc)
+                self.unrecovered[record.run_id] = str(exc)
                 continue
+            self.unrecovered.pop(record.run_id, None)
             self._launch(tg, execution)
             if execution.seq == 0:  # killed between recording the run and logging its start
                 execution.emit(RunStarted, workflow=execution.spec.name, version=execution.spec.version,
