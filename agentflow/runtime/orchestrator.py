@@ -38,6 +38,7 @@ from agentflow.runtime.errors import (
     RunExistsError,
     RunNotFoundError,
     RunStateError,
+    StoreError,
     ToolNotFoundError,
     WorkflowNotFoundError,
 )
@@ -139,7 +140,10 @@ class Runtime:
             self._live.clear()
             if self.store is not None:
                 with anyio.CancelScope(shield=True):
-                    await self.store.aclose()
+                    try:
+                        await self.store.aclose()
+                    except StoreError as exc:  # a write nobody awaited failed: its run resumes from its checkpoint
+                        logger.error("closing the run store: %s", exc)
 
     # -- registry ----------------------------------------------------------------------------------
 
@@ -263,8 +267,13 @@ class Runtime:
                     if outcome is not None:
                         event_cls, fields, run_fields = outcome
                         event = execution.make_event(event_cls, **fields)
-                        await store.append(run_id, [event],
-                                           run={**run_fields, "interrupt": None, "updated_at": time.time()})
+                        try:
+                            await store.append(run_id, [event],
+                                               run={**run_fields, "interrupt": None, "updated_at": time.time()})
+                        except Exception:  # a full disk, a dead writer: this run's end is lost, not the runtime
+                            logger.exception("run %s: recording its end (%s) failed; it stays unfinished in the "
+                                             "store and resumes from its last checkpoint next time", run_id,
+                                             run_fields["status"])
                         self.bus.close(run_id)
                     # else: the runtime is shutting down; the run stays `running` and resumes next time
                 finally:
@@ -529,9 +538,8 @@ class Runtime:
         live = run_id in self._live
         subscription = self.bus.subscribe(run_id) if live else None
         try:
-            await store.flush()
             last = after
-            stored = await store.events(run_id, after=after)
+            stored = await store.events(run_id, after=after)  # a read waits for the writes queued before it
             for start in range(0, len(stored), replay_batch):
                 batch = stored[start:start + replay_batch]
                 end = _terminal_index(batch)

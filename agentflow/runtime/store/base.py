@@ -19,13 +19,14 @@ duplicate seq), the batch is replayed with each op in its own SAVEPOINT, so it r
 the others commit. The writer is a child process by default (``sqlite_process``: its answers come
 back on a pipe the event loop watches) or a thread (``sqlite_writer``: it wakes each waiter through
 its loop's thread-safe "call soon", asyncio's ``call_soon_threadsafe`` or trio's ``run_sync_soon``).
-Reads flush, then run on a pooled read connection in a worker thread; WAL lets them proceed while
-the writer commits.
+Reads wait for the writes queued before them, then run on a pooled read connection in a worker
+thread; WAL lets them proceed while the writer commits.
 
 Ordering and errors: ops commit in FIFO order, so an awaited call returning means it and everything
 queued before it (``append_nowait`` included) is committed. An awaited op raises its own error; an
-``append_nowait`` error is logged at once and raised by the next awaited call on the store (or
-``flush``/``aclose``). Cancelling an awaited write does not withdraw it: it is queued and will commit.
+``append_nowait`` error is logged at once and raised by the next awaited write on the store (or
+``flush``/``aclose``), never by a read: a reader (an API client looking at another run) is not the
+one to tell. Cancelling an awaited write does not withdraw it: it is queued and will commit.
 ``append_soon`` queues like ``append_nowait`` but returns a ``PendingWrite`` to await later, with the
 op's own error.
 
@@ -227,7 +228,7 @@ def _prepare(run_id: str, events: Sequence[EventBase], nodes: Sequence[NodeRecor
 
 
 class _Deferred:
-    """Errors of writes nobody awaited (``append_nowait``), raised by the next awaited call."""
+    """Errors of writes nobody awaited (``append_nowait``), raised by the next awaited write or flush."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -316,7 +317,8 @@ class RunStore(abc.ABC):
     @abc.abstractmethod
     def append_nowait(self, run_id: str, events: Sequence[EventBase] = (), nodes: Sequence[NodeRecord] = (),
                       run: dict[str, Any] | None = None) -> None:
-        """``append`` without waiting: FIFO with every other write; its error surfaces on the next awaited call."""
+        """``append`` without waiting: FIFO with every other write; its error surfaces on the next awaited
+        write or flush."""
 
     @abc.abstractmethod
     async def flush(self) -> None:

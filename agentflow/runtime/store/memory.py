@@ -172,6 +172,11 @@ class MemoryStore(RunStore):
         await anyio.lowlevel.checkpoint()
         self._deferred.raise_if_any()
 
+    async def _before_read(self) -> None:
+        """A read: a checkpoint like every call, but others' failed ``append_nowait`` writes are not its errors."""
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+
     def _apply(self, write: _Write[EventBase]) -> None:
         """All checks before any change, so a failing write leaves nothing behind."""
         if len(write.events) == 1 and not write.run:
@@ -277,7 +282,7 @@ class MemoryStore(RunStore):
         await self._settle()
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        await self.flush()
+        await self._before_read()
         row = self._runs.get(run_id)
         return None if row is None else _run_from_row(row)
 
@@ -286,7 +291,7 @@ class MemoryStore(RunStore):
         if limit < 1:
             raise ValueError("limit must be at least 1")
         after = _decode_cursor(cursor) if cursor else None
-        await self.flush()
+        await self._before_read()
         rows = [row for row in self._runs.values()
                 if (status is None or row["status"] == status) and (workflow is None or row["workflow"] == workflow)
                 and (tenant is None or (row["tenant"] or DEFAULT_TENANT) == tenant)
@@ -296,22 +301,22 @@ class MemoryStore(RunStore):
         return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
 
     async def unfinished_runs(self) -> list[RunRecord]:
-        await self.flush()
+        await self._before_read()
         rows = sorted((row for row in self._runs.values() if row["status"] in UNFINISHED),
                       key=lambda row: (row["created_at"], row["run_id"]))
         return [_run_from_row(row) for row in rows]
 
     async def node_records(self, run_id: str) -> list[NodeRecord]:
-        await self.flush()
+        await self._before_read()
         return [_node_out(run_id, row) for row in self._nodes.get(run_id, [])]
 
     async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventBase]:
-        await self.flush()
+        await self._before_read()
         log_ = self._events.get(run_id)
         return [] if log_ is None else log_.since(after, limit)
 
     async def last_seq(self, run_id: str) -> int:
-        await self.flush()
+        await self._before_read()
         log_ = self._events.get(run_id)
         return log_.seqs[-1] if log_ and log_.seqs else 0
 

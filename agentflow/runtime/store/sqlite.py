@@ -230,15 +230,20 @@ class SQLiteStore(RunStore):
     def _make_claims(self) -> Claims:
         return Claims(lock_path(self.path))
 
-    async def _write(self, op: Op) -> Any:
+    async def _write(self, op: Op, *, deferred: bool = True) -> Any:
         waiter = Waiter()
         self._writer.submit_op(op, waiter)
         result = await waiter.wait()
-        self._deferred.raise_if_any()
+        if deferred:
+            self._deferred.raise_if_any()
         return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        await self.flush()  # reads see every write queued before them
+        # Reads see every write queued before them; a failed append_nowait is not theirs to raise.
+        if not self._writer.idle:
+            await self._write(("barrier", ()), deferred=False)
+        elif self._writer.closed:
+            raise StoreClosedError("the run store is closed")
         return await anyio.to_thread.run_sync(self._reads.run, fn)
 
     async def create_run(self, run: RunRecord) -> None:
