@@ -13,7 +13,7 @@ import llguidance
 import pytest
 import torch
 
-from engine import Engine, EngineError, InvalidRequestError, Request, SamplingParams
+from engine import Engine, InvalidRequestError, Request, SamplingParams
 from engine.constrained import ConstraintSpec, GrammarConstraint, compile_constraint, llg_tokenizer
 from engine.sampling import bitmask_words
 from tests.helpers import assert_no_leaks
@@ -173,12 +173,24 @@ def test_mask_width_eos_and_tokenizer_cache(demo: Engine) -> None:
     assert torch.equal(narrow, row[:4000])
 
 
-def test_illegal_token_is_an_engine_error(demo: Engine) -> None:
+def test_an_illegal_token_fails_its_request_and_is_logged_as_an_engine_bug(
+        demo: Engine, caplog: pytest.LogCaptureFixture) -> None:
     assert demo.tokenizer is not None
     constraint = compile_constraint(ConstraintSpec(choices=["yes"]), demo.tokenizer)
     bad = demo.tokenizer.encode(" no", add_special_tokens=False)[0]
-    with pytest.raises(EngineError, match="not allowed by the grammar"):
-        constraint.advance(bad)
+    with caplog.at_level(logging.ERROR, logger="engine.constrained.matcher"):
+        constraint.advance(bad)  # raising here would fail every request of the engine's step
+    assert constraint.error and "not allowed by the grammar" in caplog.text
+
+
+def test_a_recursive_schema_no_output_satisfies_fails_alone(demo: Engine) -> None:
+    # {"a": {"a": ...}} required all the way down: llguidance stops at "Too many items" mid-output
+    bad = {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]}
+    params = SamplingParams(max_new_tokens=400, temperature=0)
+    outs = demo.generate([Request(prompt="JSON:", params=params, constraint=ConstraintSpec(json_schema=bad)),
+                          Request(prompt="Meanwhile", params=SamplingParams(max_new_tokens=300))])
+    assert outs[0].finish_reason == "error" and outs[0].error
+    assert outs[1].finish_reason == "length" and len(outs[1].token_ids) == 300
 
 
 def test_parser_limit_mid_output_ends_the_request_not_the_engine(demo: Engine,

@@ -24,7 +24,7 @@ time.
 
 Errors. A parser limit hit mid-output (``too many expressions``), or a grammar that admits no
 output at all, sets ``error``: the engine ends that request alone with ``finish_reason="error"``.
-Sampling a token the mask forbade raises ``EngineError``: that is an engine bug.
+A token the mask forbade (an engine bug, logged as one) fails its request the same way.
 """
 
 from __future__ import annotations
@@ -119,16 +119,19 @@ class GrammarConstraint:
             log.warning("constrained decoding failed; ending the request with an error: %s", self.error)
 
     def advance(self, token_id: int) -> None:
-        """Consume the sampled token. A token the mask forbade is an engine bug, not a user error; a matcher
-        that fails while consuming it (a parser limit) sets ``error``."""
+        """Consume the sampled token. A matcher that fails while consuming it sets ``error``, which ends
+        this request alone: a parser limit hit ("Too many items", say, from a recursive schema no output
+        satisfies) or, were the sampler to ignore the mask, a token the grammar forbids (logged as the
+        engine bug it would be). Either way the other requests of the step go on."""
         if not self._matcher.consume_token(token_id):
-            if _PARSER_LIMIT in self._matcher.get_error() or self._failed:  # not the token's fault: the matcher's
-                self._note_error()
-                return
-            text = self._tokenizer.decode_str([token_id]) if 0 <= token_id < self._tokenizer.vocab_size else ""
-            raise EngineError(f"sampled token {token_id} ({text!r}) is not allowed by the grammar (the sampler "
-                              f"did not apply the mask?): {_first_line(self._matcher.get_error())}",
-                              field="constraint")
+            if not self._failed and _PARSER_LIMIT not in self._matcher.get_error().lower():
+                text = self._tokenizer.decode_str([token_id]) if 0 <= token_id < self._tokenizer.vocab_size else ""
+                log.error("sampled token %d (%r) is not allowed by the grammar (the sampler did not apply the "
+                          "mask?): %s", token_id, text, _first_line(self._matcher.get_error()))
+            self._note_error()
+            if not self._failed:  # consume failed but the matcher reports no error state: fail it ourselves
+                self._failed = True
+                self.error = _first_line(self._matcher.get_error())
 
     def forced_tokens(self) -> list[int]:
         """The tokens the grammar forces next, without consuming them (empty when the next token is
@@ -147,8 +150,9 @@ class GrammarConstraint:
 
 
 _PARSER_LIMIT = "too many"
-"""In llguidance's error when consuming a token hit a parser limit ("lexer error: too many expressions constructed",
-"too many items") rather than the token being one the mask forbade ("token ... doesn't satisfy the grammar")."""
+"""In llguidance's error (lowercased) when consuming a token hit a parser limit ("lexer error: too many expressions
+constructed", "Too many items") rather than the token being one the mask forbade ("token ... doesn't satisfy the
+grammar")."""
 
 
 def _first_line(message: str) -> str:
