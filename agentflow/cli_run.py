@@ -103,6 +103,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument("--value", metavar="JSON", help="the value for the interrupt the run waits at ('-': stdin; "
                         "without it, a terminal is asked)")
+    resume.add_argument("--node", metavar="PATH", help="the interrupt to answer, when the run waits at several "
+                        "(parallel branches); default: the one it names")
     _add_shared(resume, memory=False)
     resume.set_defaults(run=cmd_resume)
 
@@ -202,6 +204,8 @@ class Job:
     input: Any = None
     value: Any = UNSET
     file: str = ""
+    node: str | None = None
+    """Which interrupt ``value`` answers (``resume --node``), when the run waits at several."""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -236,7 +240,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             _check_model(session.model)
     except UsageError as exc:
         return _usage(exc)
-    return execute(session, Job("resume", args.run_id, value=value))
+    return execute(session, Job("resume", args.run_id, value=value, node=args.node))
 
 
 def _session(args: argparse.Namespace, workflow_dir: Path | None) -> Session:
@@ -468,7 +472,7 @@ async def _begin(rt: Runtime, job: Job, session: Session) -> str:
         _note(session, f"run {run_id} is already {record.status}; showing its stored result")
     elif record.status == "interrupted" and job.value is not UNSET:
         try:
-            await rt.resume(run_id, job.value)
+            await rt.resume(run_id, job.value, node=job.node)
         except InvalidInputError as exc:
             raise UsageError(f"invalid --value: {exc}") from None
         except WorkflowNotFoundError as exc:  # checked before the run changes: it stays interrupted
@@ -535,9 +539,12 @@ async def _follow(rt: Runtime, run_id: str, view: View, session: Session, outcom
             if value is UNSET:
                 break
             try:
-                await rt.resume(run_id, value)
+                await rt.resume(run_id, value, node=(record.interrupt or {}).get("node"))
             except InvalidInputError as exc:
                 sys.stderr.write(f"invalid value: {exc}\n")
+                continue
+            except AgentflowError as exc:  # answered meanwhile elsewhere, say: ask again about what waits now
+                sys.stderr.write(f"error: {exc}\n")
                 continue
             if not pump.active:  # the run was not executing here, so its event stream had ended
                 pump.launch(tg)

@@ -77,3 +77,45 @@ async def test_one_of_concurrent_resumes_wins(tmp_path: Path, live: bool) -> Non
                for e in refused)
     assert done.status == "completed" and done.output == accepted[0]
     assert calls == [accepted[0]]  # the run went on once, with the accepted value
+
+
+TWO_ASKS = """
+name: two_asks
+nodes:
+  - id: both
+    kind: parallel
+    branches:
+      legal: {nodes: [{id: ok, kind: interrupt, prompt: "Legal OK?"}]}
+      finance: {nodes: [{id: ok2, kind: interrupt, prompt: "Finance OK?"}]}
+output: both
+"""
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "after-restart"])
+async def test_a_run_waiting_at_two_interrupts_still_waits_after_one_answer(tmp_path: Path, restart: bool) -> None:
+    # it used to be reported `running` with no interrupt while the second branch still waited
+    spec = WorkflowSpec.model_validate(yaml.safe_load(TWO_ASKS))
+    store = tmp_path / "runs.db"
+    async with Runtime(store=store, workflows=[spec]) as rt:
+        first = await rt.run("two_asks", {}, run_id="r")
+        assert first.status == "interrupted" and first.interrupt is not None
+        asked = first.interrupt["node"]
+        if not restart:
+            await rt.resume("r", "yes", node=asked)
+            second = await rt.wait("r")
+            assert second.status == "interrupted" and second.interrupt is not None
+            assert second.interrupt["node"] != asked and second.interrupt["node"].startswith("both.")
+            assert [r.run_id for r in (await rt.store.list_runs(status="interrupted"))[0]] == ["r"]
+            await rt.resume("r", "also", node=second.interrupt["node"])
+            done = await rt.wait("r")
+            assert done.status == "completed"
+            assert sorted(done.output.values()) == ["also", "yes"]  # type: ignore[union-attr]
+            return
+    async with Runtime(store=store, workflows=[spec]) as rt:  # the stored run names one interrupt at a time
+        await rt.resume("r", "yes")
+        second = await rt.wait("r")
+        assert second.status == "interrupted" and second.interrupt is not None
+        assert second.interrupt["node"] != asked
+        await rt.resume("r", "also")
+        done = await rt.wait("r")
+        assert done.status == "completed" and sorted(done.output.values()) == ["also", "yes"]  # type: ignore[union-attr]

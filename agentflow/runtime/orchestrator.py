@@ -366,7 +366,12 @@ class Runtime:
             path = self._pick_interrupt(run_id, waiting, node)
             with self._claim(run_id, path):
                 self._check_resume_value(live.execution.spec, path, value)
-                await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
+                others = [p for p in live.execution.waiting if p != path]
+                if others:  # parallel branches wait at several interrupts: the run still waits at the next
+                    await store.update_run(run_id, status="interrupted", interrupt=live.execution.waiting[others[0]],
+                                           updated_at=time.time())
+                else:
+                    await store.update_run(run_id, status="running", interrupt=None, updated_at=time.time())
                 live.execution.deliver(path, value)
             return
         with self._claim(run_id, None):

@@ -165,6 +165,8 @@ class RunExecution:
         composite body, should the composite be retried (attempt numbers, and so idempotency keys, go on)."""
         self.resume_values: dict[str, Any] = {}
         self.waiters: dict[str, anyio.Event] = {}
+        self.waiting: dict[str, dict[str, Any]] = {}
+        """What each waiter waits for (as stored in the run's ``interrupt``), by path."""
         self.frame = Frame(spec, run_input, initial_state(spec), "")
         self._frames: dict[str, Frame] = {"": self.frame}
         self._pending_writes: dict[str, list[tuple[str, Any]]] = {}
@@ -538,6 +540,7 @@ class RunExecution:
         info = {"node": path, "prompt": prompt, "schema": schema, **extra}
         await self.durable()
         waiter = self.waiters[path] = anyio.Event()
+        self.waiting[path] = info
         self.emit(RunInterrupted, node=path, prompt=prompt, value_schema=schema)
         await self.services.interrupted(self, path, info)
         await waiter.wait()
@@ -561,6 +564,7 @@ class RunExecution:
     def deliver(self, path: str, value: Any) -> None:
         """Hand a resume value to the interrupt node waiting at ``path``."""
         self.resume_values[path] = value
+        self.waiting.pop(path, None)
         waiter = self.waiters.pop(path, None)
         if waiter is not None:
             waiter.set()
