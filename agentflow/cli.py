@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agentflow import __version__, cli_run, cli_serve
+from agentflow import __version__, cli_run, cli_serve, cli_validate
 from agentflow.runtime.loop import choose_loop
 
 
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(run=_generate)
     cli_run.add_commands(sub)
+    cli_validate.add_command(sub)
     cli_serve.add_command(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""``agentflow run``, ``agentflow resume`` and ``agentflow validate``: workflows from the terminal.
+"""``agentflow run`` and ``agentflow resume``: workflows from the terminal (``validate``: ``cli_validate``).
 
 ::
 
@@ -7,8 +7,9 @@
     agentflow validate workflows/*.yaml                                 # every problem, with line:column
 
 Exit codes: 0 completed (validate: no problems); 1 the run failed or was cancelled (validate:
-problems found); 2 usage, input or workflow errors; 3 the run waits at an interrupt and there is no
-terminal to ask on; 128 + N stopped by signal N (Ctrl-C: 130), the run left resumable.
+problems found); 2 usage, input or workflow errors (validate: a file could not be read); 3 the run
+waits at an interrupt and there is no terminal to ask on; 128 + N stopped by signal N (Ctrl-C: 130;
+a closed stdout pipe: 141), the run left resumable.
 
 Tools: each ``--tools`` entry is a Python file or an importable module, and a ``tools.py`` beside the
 workflow file is loaded too. A module contributes its ``TOOLS`` list if it defines one, else every
@@ -27,7 +28,6 @@ processes and are left alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -35,7 +35,6 @@ import shlex
 import signal
 import sqlite3
 import sys
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ import anyio.lowlevel
 import platformdirs
 
 from agentflow import jsondata
+from agentflow.cli_ask import UNSET, ask
 from agentflow.discovery import DiscoveryError, load_tools, load_workflows, module_tools
 from agentflow.dsl.errors import ValidationIssue, WorkflowValidationError
 from agentflow.dsl.ir import AgentNode, LLMNode, SwitchNode, WorkflowSpec
@@ -74,18 +74,10 @@ class UsageError(Exception):
     """An expected mistake (bad flag value, bad JSON, unknown run ...): one line on stderr, exit 2."""
 
 
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-
-
 # ---- the argument parser -----------------------------------------------------------------------------------
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``run``, ``resume`` and ``validate`` to the ``agentflow`` parser."""
+    """Add ``run`` and ``resume`` to the ``agentflow`` parser (``validate``: ``cli_validate``)."""
     about = _plain(__doc__ or "")
     run = sub.add_parser("run", help="run a workflow file in this process, with a live view",
                          description=about, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,9 +100,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _add_shared(resume, memory=False)
     resume.set_defaults(run=cmd_resume)
 
-    validate = sub.add_parser("validate", help="check workflow files; print every problem with line:column")
-    validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.set_defaults(run=cmd_validate)
 
 
 def _plain(doc: str) -> str:
@@ -137,44 +126,13 @@ def _add_shared(parser: argparse.ArgumentParser, memory: bool = True) -> None:
                         help="write every event as one JSON line to stdout instead of the output")
 
 
-# ---- validate ----------------------------------------------------------------------------------------------
+# ---- problems in a workflow file (``validate`` prints them too) --------------------------------------------
 
 def format_issue(source: str, issue: ValidationIssue) -> str:
     """``FILE:LINE:COL: CODE: message (at POINTER)``."""
     where = f"{source}:{issue.line}:{issue.column or 1}" if issue.line is not None else source
     at = f" (at {issue.pointer})" if issue.pointer else ""
     return f"{where}: {issue.code}: {issue.message}{at}"
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    checked: list[tuple[str, list[ValidationIssue]]] = []
-    try:
-        for name in args.files:
-            checked.append((name, _issues(Path(name))))
-    except UsageError as exc:
-        return _usage(exc)
-    out = sys.stdout
-    for name, issues in checked:
-        out.write("".join(format_issue(name, i) + "\n" for i in issues) if issues else f"{name}: ok\n")
-    problems = sum(len(issues) for _, issues in checked)
-    bad = sum(1 for _, issues in checked if issues)
-    if problems:
-        out.write(f"{problems} problem(s) in {bad} of {len(checked)} file(s)\n")
-        return EXIT_FAILED
-    out.write(f"{len(checked)} file(s) ok\n")
-    return EXIT_OK
-
-
-def _issues(path: Path) -> list[ValidationIssue]:
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    try:
-        load_workflow(path)
-    except WorkflowValidationError as exc:
-        return exc.issues
-    except (ValueError, OSError) as exc:
-        raise UsageError(str(exc)) from None
-    return []
 
 
 # ---- run and resume: everything resolved before the event loop starts ----------------------------------------
@@ -280,9 +238,11 @@ def default_store_path() -> Path:
 
 def _parse_json(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
+        return jsondata.loads(text)  # strict: NaN and Infinity are not JSON (the server refuses them too)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
 
 
 def _read_input(text: str | None, file: str | None) -> Any:
@@ -300,6 +260,21 @@ def _check_model(spec: str) -> None:
         resolve_llm(spec)  # cheap: backends connect or load on first use
     except ValueError as exc:
         raise UsageError(f"--model: {exc}") from None
+    check_model_path(spec)
+
+
+def check_model_path(spec: str) -> None:
+    """A local checkpoint ``--model`` names must be there now, not when the first LLM node runs (a run
+    continued with a typo would fail for good)."""
+    path = spec.strip()[6:] if spec.strip().startswith("local:") else spec.strip()
+    if path == "demo" or not (path.startswith(("/", "./", "../", "~")) or os.path.exists(path)):
+        return
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"--model: {folder} is not a directory" if folder.exists() else f"--model: {folder}: no such "
+                         "directory (a Hugging Face checkpoint folder, 'demo', or openai:<model>@<url>)")
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"--model: {folder} holds no config.json; is it a Hugging Face checkpoint folder?")
 
 
 def needs_llm(specs: Iterable[WorkflowSpec]) -> bool:
@@ -360,6 +335,13 @@ class _Outcome:
     run_id: str | None = None
     signal: int = 0
     at_prompt: bool = False
+    scope: anyio.CancelScope | None = None
+    """The command's scope: cancelled to stop it as a signal does."""
+
+    def stop(self, signum: int) -> None:
+        self.signal = signum
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 def execute(session: Session, job: Job) -> int:
@@ -399,6 +381,7 @@ def _resume_command(session: Session, run_id: str) -> str:
 async def _main(session: Session, job: Job, outcome: _Outcome) -> None:
     view = make_view(session.view, job.spec, sys.stderr)
     async with anyio.create_task_group() as tg:
+        outcome.scope = tg.cancel_scope
         tg.start_soon(_watch_signals, tg.cancel_scope, outcome)
         try:
             outcome.code = await _drive(session, job, view, outcome)
@@ -429,6 +412,8 @@ def _open_store(path: Path | None, run_id: str | None) -> RunStore:
 
 
 async def _drive(session: Session, job: Job, view: View, outcome: _Outcome) -> int:
+    if job.command == "resume" and session.store is not None and not session.store.exists():
+        return _usage(UsageError(f"no run store at {session.store} (--store names the file `run` wrote)"))
     try:
         store = _open_store(session.store, job.run_id)
     except UsageError as exc:
@@ -493,8 +478,8 @@ async def _begin(rt: Runtime, job: Job, session: Session) -> str:
 class _Pump:
     """Feeds the run's events to the view (and to stdout as JSON lines), replay first, then live."""
 
-    def __init__(self, rt: Runtime, run_id: str, view: View, jsonl: bool) -> None:
-        self.rt, self.run_id, self.view, self.jsonl = rt, run_id, view, jsonl
+    def __init__(self, rt: Runtime, run_id: str, view: View, jsonl: bool, outcome: _Outcome) -> None:
+        self.rt, self.run_id, self.view, self.jsonl, self.outcome = rt, run_id, view, jsonl, outcome
         self.last = 0
         self.active = False
         self.ended = anyio.Event()
@@ -509,8 +494,13 @@ class _Pump:
             async for event in self.rt.events(self.run_id, after=self.last):
                 self.last = event.seq
                 if self.jsonl:
-                    sys.stdout.write(event.model_dump_json() + "\n")
-                    sys.stdout.flush()
+                    try:
+                        sys.stdout.write(event.model_dump_json() + "\n")
+                        sys.stdout.flush()
+                    except BrokenPipeError:  # `... | head`: stop as SIGPIPE would, the run left resumable
+                        _silence_stdout()
+                        self.outcome.stop(signal.SIGPIPE)
+                        return
                 self.view.handle(event)
                 if isinstance(event, RunInterrupted):
                     self.interrupted.set()
@@ -521,7 +511,7 @@ class _Pump:
 
 async def _follow(rt: Runtime, run_id: str, view: View, session: Session, outcome: _Outcome) -> RunRecord:
     """Show the run until it finishes, or waits at an interrupt nobody here can answer."""
-    pump = _Pump(rt, run_id, view, session.events_jsonl)
+    pump = _Pump(rt, run_id, view, session.events_jsonl, outcome)
     view.start()
     async with anyio.create_task_group() as tg:
         pump.launch(tg)
@@ -534,7 +524,7 @@ async def _follow(rt: Runtime, run_id: str, view: View, session: Session, outcom
                 await pump.interrupted.wait()
             pump.interrupted = anyio.Event()
             outcome.at_prompt = True
-            value = await _ask(record, view)
+            value = await ask(record, view)
             outcome.at_prompt = False
             if value is UNSET:
                 break
@@ -555,57 +545,14 @@ async def _follow(rt: Runtime, run_id: str, view: View, session: Session, outcom
     return record
 
 
-async def _ask(record: RunRecord, view: View) -> Any:
-    """Ask on the terminal for the interrupt's value; UNSET at end of input."""
-    info = record.interrupt or {}
-    schema = info.get("schema")
-    err = sys.stderr
-    view.pause()
-    try:
-        prompt = f": {info['prompt']}" if info.get("prompt") else ""
-        err.write(f"\nrun {record.run_id} waits at {info.get('node')!r}{prompt}\n")
-        if schema:
-            err.write(f"value schema: {json.dumps(schema, ensure_ascii=False)}\n")
-        while True:
-            err.write("value (JSON; Ctrl-D leaves the run waiting)> ")
-            err.flush()
-            line = await _read_line()
-            if line is None:
-                err.write("\n")
-                return UNSET
-            if not line.strip():
-                continue
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError as exc:
-                if schema is None or schema.get("type") == "string":
-                    return line.rstrip("\n")  # free text is fine where any value or a string is wanted
-                err.write(f"not valid JSON ({exc.msg} at column {exc.colno}); try again\n")
-    finally:
-        view.resume()
-
-
-async def _read_line() -> str | None:
-    """One line of stdin (None at its end), read on a daemon thread so a pending read never blocks exit."""
-    done = anyio.Event()
-    box: list[str] = []
-    token = anyio.lowlevel.current_token()
-
-    def read() -> None:
-        box.append(sys.stdin.readline())
-        with contextlib.suppress(Exception):  # the loop is gone: nobody waits any more
-            anyio.from_thread.run_sync(done.set, token=token)
-
-    threading.Thread(target=read, name="agentflow-stdin", daemon=True).start()
-    await done.wait()
-    return box[0] or None
-
-
 def _report(record: RunRecord, session: Session) -> int:
     if record.status == "completed":
         if not session.events_jsonl:
-            sys.stdout.write(jsondata.dumps(record.output, indent=2, ensure_ascii=False, default=str) + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(jsondata.dumps(record.output, indent=2, ensure_ascii=False, default=str) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader left; the run completed all the same
+                _silence_stdout()
         return EXIT_OK
     if record.status == "interrupted":
         info = record.interrupt or {}
@@ -628,6 +575,13 @@ def _report(record: RunRecord, session: Session) -> int:
     return EXIT_FAILED
 
 
+def _silence_stdout() -> None:
+    """stdout's reader is gone: point it at /dev/null, so the interpreter's last flush does not fail too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _note(session: Session, message: str) -> None:
     if session.view != "quiet":
         sys.stderr.write(message + "\n")
@@ -639,5 +593,5 @@ def _usage(exc: Exception) -> int:
 
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError", "add_commands",
-           "cmd_resume", "cmd_run", "cmd_validate", "default_store_path", "format_issue", "load_tools",
+           "cmd_resume", "cmd_run", "default_store_path", "format_issue", "load_tools",
            "load_workflows", "module_tools", "needs_llm"]

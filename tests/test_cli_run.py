@@ -436,7 +436,7 @@ BROKEN = """\
 name: broken
 nodes:
   - {id: a, kind: tool, tool: echo, args: {value: 1}}
-  - {id: a, kind: tool, tool: echo}
+  - {id: a, kind: tool, tool: echo, args: {value: 2}}
   - {id: b, kind: tool, tool: echo, args: {value: "{{ missing_node }}"}}
 edges:
   - {from: a, to: nowhere}
@@ -447,6 +447,7 @@ edges:
 def test_validate_prints_every_problem_with_line_and_column(tmp_path: Path, home: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN)
+    (tmp_path / "tools.py").write_text(TOOLS)  # validate checks tools against those beside the file
     syntax = tmp_path / "syntax.yaml"
     syntax.write_text("name: x\nnodes: [\n")
     good = workflow(tmp_path, CHAIN)
@@ -544,3 +545,35 @@ def test_an_llm_node_on_the_demo_model_streams(tmp_path: Path, home: Path, demo_
     output = events[-1]["output"]
     assert events[-1]["event"] == "run.completed" and output["text"] == deltas and output["loud"] == deltas.upper()
     assert "hello: done" in done.stderr
+
+
+def test_cli_edges_broken_pipe_bad_numbers_typos(tmp_path: Path, home: Path) -> None:
+    path = workflow(tmp_path, STEPS)
+    # a reader that leaves after one line: stopped as by SIGPIPE, resumable, no traceback
+    proc = subprocess.Popen([*CLI, "run", str(path), "--run-id", "p1", "--events-jsonl", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env=env_for(home))
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline())["event"] == "run.started"
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "run p1 is saved" in err
+    # NaN is not JSON, here as on the server
+    nan = cli(home, "run", str(workflow(tmp_path, CHAIN)), "--input", '{"n": NaN}', "--no-store")
+    assert nan.returncode == 2 and "--input is not valid JSON" in nan.stderr
+    # a mistyped checkpoint folder is a usage error before anything runs
+    talk = workflow(tmp_path, "name: talk\nnodes: [{id: a, kind: llm, prompt: hi}]\n", "talk")
+    typo = cli(home, "run", str(talk), "--model", "./no/such/model")
+    assert typo.returncode == 2 and "no such directory" in typo.stderr
+    # resume does not create a store it was pointed at by mistake
+    stray = tmp_path / "typo.db"
+    done = cli(home, "resume", "p1", "--store", str(stray), "--value", "1")
+    assert done.returncode == 2 and "no run store at" in done.stderr and not stray.exists()
+    # validate checks every file, and tools against those `run` would load
+    unknown = workflow(tmp_path, "name: u\nnodes: [{id: a, kind: tool, tool: no_such_tool}]\n", "u")
+    checked = cli(home, "validate", str(tmp_path / "missing.yaml"), str(unknown), str(workflow(tmp_path, CHAIN)))
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "missing.yaml: no such file" in checked.stderr and "unknown_tool" in checked.stdout
+    assert f"{tmp_path / 'wf' / 'wf.yaml'}: ok" in checked.stdout
