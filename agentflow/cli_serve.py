@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
+from agentflow.runtime.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +52,69 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ValidationError) as exc:
         sys.stderr.write(f"error: bad server configuration: {exc}\n")
         return 2
+    problem = _preflight(config)
+    if problem is not None:
+        sys.stderr.write(f"error: {problem}\n")
+        return 2
     if not config.api_keys and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without API keys: anyone who can reach it can start runs", config.host)
     logging.getLogger("agentflow").setLevel(args.log_level.upper())
+    try:  # the port first: a second server on a taken port stops here, before it touches the store's runs
+        sock = _listen(config.host, config.port)
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}\n")
+        return 2
     app = create_app(config)
-    sys.stderr.write(f"agentflow serving on http://{config.host}:{config.port} (model: {config.model or 'none'}, "
+    port = sock.getsockname()[1]
+    sys.stderr.write(f"agentflow serving on http://{config.host}:{port} (model: {config.model or 'none'}, "
                      f"store: {config.store}); API docs at /docs\n")
     if config.ui:
-        sys.stderr.write(f"web UI at http://{config.host}:{config.port}/ui/\n")
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=10,
-                loop=choose_loop())  # AGENTFLOW_LOOP, as for `agentflow run` (checked by main)
-    return 0
+        sys.stderr.write(f"web UI at http://{config.host}:{port}/ui/\n")
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=10, loop=choose_loop()))
+    server.run(sockets=[sock])  # AGENTFLOW_LOOP, as for `agentflow run` (checked by main)
+    return 0 if server.started else 3
+
+
+def _preflight(config: Any) -> str | None:
+    """What would fail the server's start-up, said in one line before it starts: a store it cannot open,
+    an API key whose variable is unset, a model or workflow folder that is not there."""
+    from agentflow.cli_run import UsageError, check_model_path
+    from agentflow.runtime.store import check_store
+
+    try:
+        for key in config.api_keys:
+            key.digest()
+    except ValueError as exc:
+        return f"bad server configuration: {exc}"
+    if config.model is not None:
+        try:
+            check_model_path(config.model)
+        except UsageError as exc:
+            return str(exc)
+    for path in config.workflows:
+        if not Path(path).exists():
+            return f"--workflows {path}: no such file or folder"
+    try:
+        check_store(config.store)
+    except (OSError, StoreError) as exc:
+        return f"--store {config.store}: {exc}"
+    return None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 when ``host`` is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 __all__ = ["add_command"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -105,6 +106,33 @@ def test_agentflow_serve_runs_a_workflow(tmp_path: Path) -> None:
         if proc.stdout:
             proc.stdout.close()
     assert (tmp_path / "runs.db").exists()
+
+
+def test_agentflow_serve_refuses_what_it_cannot_start_with_one_line(tmp_path: Path) -> None:
+    """Each used to print "serving on ..." and then a traceback (exit 3), or to serve regardless."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNSET_KEY_VAR": ""}
+    env.pop("UNSET_KEY_VAR")
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a database" * 100)
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("api_keys: [{tenant: acme, env: UNSET_KEY_VAR}]\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = {
+            "file is not a database": ["--store", str(corrupt)],
+            "no such file or folder": ["--workflows", str(tmp_path / "missing")],
+            "no such directory": ["--model", str(tmp_path / "no-model")],
+            "UNSET_KEY_VAR is not set": ["--config", str(keys)],
+            "cannot listen on 127.0.0.1": ["--port", str(port)],
+        }
+        for words, flags in cases.items():
+            args = ["--model", "none", "--store", str(tmp_path / "ok.db"), "--port", "0", *flags]
+            done = subprocess.run([sys.executable, "-m", "agentflow.cli", "serve", *args], env=env, timeout=60,
+                                  capture_output=True, text=True, check=False)
+            assert done.returncode == 2, (words, done.stderr)
+            assert words in done.stderr and "Traceback" not in done.stderr and "serving on" not in done.stderr
 
 
 def test_server_token_policy_default_and_limit() -> None:

@@ -28,7 +28,7 @@ from agentflow.runtime.store.base import (
     WorkflowRecord,
 )
 from agentflow.runtime.store.memory import MemoryStore
-from agentflow.runtime.store.sqlite import SQLiteStore
+from agentflow.runtime.store.sqlite import SQLiteStore, _init_database
 
 
 def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
@@ -43,8 +43,18 @@ def open_store(target: RunStore | str | os.PathLike[str] | None) -> RunStore:
     return SQLiteStore(path)
 
 
+def check_store(target: str | os.PathLike[str]) -> None:
+    """Create or check the SQLite store at ``target`` (not ``":memory:"``) without opening it for runs:
+    ``StoreError`` (or ``OSError``) says why it cannot be used, before a server starts on it."""
+    if str(target) == ":memory:":
+        return
+    path = Path(target).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _init_database(path)
+
+
 __all__ = [
     "DEFAULT_TENANT", "FINISHED", "DuplicateEventError", "MemoryStore", "NodeRecord", "PendingWrite", "RunExistsError",
     "RunNotFoundError", "RunRecord", "RunStatus", "RunStore", "SQLiteStore", "StoreClosedError", "StoreError",
-    "StoreVersionError", "WorkflowRecord", "open_store",
+    "StoreVersionError", "WorkflowRecord", "check_store", "open_store",
 ]
