@@ -147,3 +147,8 @@ def test_server_token_policy_default_and_limit() -> None:
         assert r.status_code == 400 and r.json()["error"]["param"] == "sampling_params.max_new_tokens"
         r = client.post("/generate", json={"text": "Hi", "sampling_params": {"max_new_tokens": 5, "ignore_eos": True}})
         assert r.status_code == 200 and len(r.json()["output_ids"]) == 5
+    # a limit under the default: requests that set no max_tokens get the limit, not a 400 for 256 they never asked
+    config = ServerConfig(model="demo", store=":memory:", max_tokens_limit=2)
+    with running_server(config) as url, httpx.Client(base_url=url, timeout=60) as client:
+        r = client.post("/v1/chat/completions", json={**chat, "stream": False})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 2

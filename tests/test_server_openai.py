@@ -278,6 +278,15 @@ def test_tool_choice_named_none_and_parallel(client: openai.OpenAI) -> None:
     assert follow.usage is not None and follow.usage.prompt_tokens > named.usage.prompt_tokens  # type: ignore[union-attr]
 
 
+def test_empty_parameters_are_any_object(client: openai.OpenAI) -> None:
+    # vLLM accepts `parameters: {}`; it used to be a 422
+    tools: Any = [{"type": "function", "function": {"name": "anything", "parameters": {}}}]
+    answer = client.chat.completions.create(model="demo", messages=HI, tools=tools, tool_choice="required",
+                                            max_tokens=60, seed=3)
+    calls = answer.choices[0].message.tool_calls
+    assert calls and calls[0].function.name == "anything"  # type: ignore[union-attr]
+
+
 def test_json_schema_responses_validate(client: openai.OpenAI) -> None:
     response_format = {"type": "json_schema", "json_schema": {"name": "weather", "strict": True, "schema": SCHEMA}}
     for seed in range(3):

@@ -172,9 +172,9 @@ class Generation:
     def _apply_token_policy(self) -> None:
         """The server's ``default_max_tokens`` for requests that set none; ``max_tokens_limit`` refused above."""
         config = self.state.config
-        if self.request.max_tokens is None:
-            self.request.max_tokens = config.default_max_tokens
         limit = config.max_tokens_limit
+        if self.request.max_tokens is None:  # the server's own default never breaks the server's own limit
+            self.request.max_tokens = min(config.default_max_tokens, limit or config.default_max_tokens)
         if limit is not None and self.request.max_tokens > limit:
             param = rename_param("max_new_tokens", self.param_names) or "max_tokens"
             raise ApiError(400, f"{param}: at most {limit} tokens may be generated per request on this server, "

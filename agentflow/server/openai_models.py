@@ -85,11 +85,12 @@ ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMes
 
 
 class ToolParameters(_Lenient):
-    """A JSON Schema of an object: ``type`` is ``object``; its other keywords pass through."""
+    """A JSON Schema of an object: ``type`` is ``object`` (``{}`` is taken as any object, as vLLM takes it);
+    its other keywords pass through."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["object"]
+    type: Literal["object"] = "object"
 
 
 class FunctionDef(_Lenient):

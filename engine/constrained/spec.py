@@ -200,6 +200,8 @@ def _check_tool(tool: object, where: str) -> tuple[str, dict[str, Any]]:
     parameters = function.get("parameters")
     if parameters is None:
         return name, dict(_NO_ARGUMENTS)
+    if isinstance(parameters, Mapping) and not parameters:  # {} (vLLM takes it): any arguments
+        return name, {"type": "object"}
     if not isinstance(parameters, Mapping) or parameters.get("type") != "object":
         raise InvalidRequestError(f'tool {name!r}: parameters must be a JSON Schema with "type": "object", '
                                   f"got {parameters!r:.200}", field=f"{where}.function.parameters")
