@@ -30,6 +30,9 @@ class RunView(BaseModel):
     output: Any = None
     error: str | None = None
     interrupt: dict[str, Any] | None = None
+    blocked: str | None = None
+    """Why nothing executes this unfinished run (the server could not resume it after a restart: a
+    workflow or tool it uses is missing); None while it runs, and once it is finished."""
     created_at: float
     updated_at: float
     events_url: str

@@ -165,3 +165,26 @@ def test_a_run_using_a_tool_this_runtime_lacks_is_left_unchanged_for_one_that_ha
             assert (await rt.wait("r1")).output == 1
 
     anyio.run(scenario)
+
+
+def test_the_server_says_why_it_does_not_execute_a_run_it_could_not_resume(tmp_path: Path) -> None:
+    # it used to list such a run as `running` forever, with nothing to tell it apart from one that runs
+    import httpx
+
+    from agentflow.server import ServerConfig
+    from tests.serving import running_server
+
+    path = tmp_path / "runs.db"
+    Path(str(path) + ".go").touch()
+
+    async def stopped_mid_run() -> None:
+        async with Runtime(store=path, workflows=workflows(), tools=[make_work(str(path))]) as rt:
+            assert (await rt.run("asking", {}, run_id="r1")).status == "interrupted"
+            await rt.store.update_run("r1", status="running")  # as if the process died while it ran
+
+    anyio.run(stopped_mid_run)
+    with running_server(ServerConfig(model=None, store=str(path))) as url:  # a deploy without `work`
+        run = httpx.get(f"{url}/v1/runs/r1").json()
+        assert run["status"] == "running" and "'work'" in run["blocked"]
+        listed = httpx.get(f"{url}/v1/runs").json()["data"]
+        assert [r["blocked"] is not None for r in listed] == [True]

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from agentflow import jsondata
 from agentflow.api import RunList, RunView
+from agentflow.runtime import Runtime
 from agentflow.runtime.errors import RunExistsError
 from agentflow.runtime.events import EventBase
 from agentflow.runtime.store import RunRecord
@@ -82,11 +83,14 @@ class RunJSON(JSONResponse):
         return jsondata.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def view(record: RunRecord) -> dict[str, Any]:
+def view(record: RunRecord, runtime: Runtime | None = None) -> dict[str, Any]:
+    blocked = None
+    if runtime is not None and record.status in ("pending", "running") and not runtime.executing(record.run_id):
+        blocked = runtime.unrecovered.get(record.run_id)
     return {"run_id": record.run_id, "workflow": record.workflow, "version": record.version,
             "status": record.status, "input": record.input, "output": record.output, "error": record.error,
-            "interrupt": record.interrupt, "created_at": record.created_at, "updated_at": record.updated_at,
-            "events_url": f"/v1/runs/{record.run_id}/events"}
+            "interrupt": record.interrupt, "blocked": blocked, "created_at": record.created_at,
+            "updated_at": record.updated_at, "events_url": f"/v1/runs/{record.run_id}/events"}
 
 
 async def owned_run(state: ServerState, run_id: str, tenant: str) -> RunRecord:
@@ -147,8 +151,9 @@ async def create_run(request: Request) -> Response:
 
 
 async def get_run(request: Request) -> Response:
-    record = await owned_run(state_of(request), request.path_params["run_id"], tenant_of(request))
-    return RunJSON(view(record))
+    state = state_of(request)
+    record = await owned_run(state, request.path_params["run_id"], tenant_of(request))
+    return RunJSON(view(record, state.runtime))
 
 
 async def list_runs(request: Request) -> Response:
@@ -161,7 +166,7 @@ async def list_runs(request: Request) -> Response:
                                              cursor=options.cursor, tenant=tenant)
     except ValueError as exc:
         raise ApiError(422, str(exc), code="invalid_cursor", param="cursor") from None
-    return RunJSON({"data": [view(r) for r in runs], "next_cursor": cursor})
+    return RunJSON({"data": [view(r, state.runtime) for r in runs], "next_cursor": cursor})
 
 
 async def cancel_run(request: Request) -> Response:
