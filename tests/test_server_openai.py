@@ -376,10 +376,11 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     ({"n": 2}, 422, "n"),
     ({"logit_bias": {"42": 1}}, 422, "logit_bias"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 422,
-     "messages.0.user.content"),
+     "messages.0.content.0.type"),  # the field the client wrote, not pydantic's union branch names
     ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "messages.0"),
     ({"messages": []}, 422, "messages"),
-    ({"messages": [{"role": "user", "content": 42}]}, 422, "messages.0.user.content"),
+    ({"messages": [{"role": "user", "content": 42}]}, 422, "messages.0.content"),
+    ({"stop": ["a"] * 17}, 422, "stop"),  # and the branch that says what is wrong: at most 16
     ({"temperature": 3}, 422, "temperature"),
     ({"temperature": True}, 422, "temperature"),  # strict: no coercion
     ({"max_tokens": 0}, 422, "max_tokens"),

@@ -60,10 +60,33 @@ class _SafeJSON(JSONResponse):
                           default=str).encode("utf-8", "replace")
 
 
+_TYPE_ERRORS = frozenset({"string_type", "int_type", "float_type", "bool_type", "dict_type", "list_type",
+                          "model_type", "model_attributes_type", "none_required", "is_instance_of"})
+"""Errors that only say "not this type": where a union field failed every branch, another branch's error
+(``too_long``, a bad literal deeper in) says what is wrong."""
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _field_path(loc: tuple[Any, ...]) -> list[str]:
+    """``loc`` without pydantic's names of union branches (``constrained-str``, ``list[TextPart]``,
+    ``NamedToolChoice``, a message's role tag): the path a client wrote."""
+    path: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, str):
+            if any(c in item for c in "[]-'") or item in ("str", "int", "float", "bool", "none") or item[:1].isupper():
+                continue
+            if item in _ROLES and i > 0 and isinstance(loc[i - 1], int):
+                continue
+        path.append(str(item))
+    return path
+
+
 def from_validation(exc: ValidationError, *, where: str = "body") -> ApiError:
     """A pydantic error on a request body: 422 naming the first bad field, every problem in details."""
-    problems = [{"loc": [str(p) for p in e["loc"]], "message": e["msg"], "type": e["type"]} for e in exc.errors()]
-    first = problems[0] if problems else {"loc": [], "message": str(exc)}
+    errors = exc.errors()
+    problems = [{"loc": _field_path(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
+    telling = [p for p in problems if p["type"] not in _TYPE_ERRORS]
+    first = (telling or problems or [{"loc": [], "message": str(exc)}])[0]
     param = ".".join(first["loc"]) or None
     message = f"{where}: {param + ': ' if param else ''}{first['message']}"
     return ApiError(422, message, code="invalid_request", param=param, details=problems)
