@@ -15,8 +15,10 @@ decodes through its Rust backend directly (read-only calls, safe from several th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,23 @@ log = logging.getLogger(__name__)
 
 _CONTEXT_TOKENS = 5
 """Prompt tokens decoded before the first output token, for the leading-space rule."""
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's spelling of bytes: the printable Latin-1 bytes stand for themselves, every other
+    byte for the character 256 + its rank among them (the GPT-2 convention)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    alphabet = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            alphabet[chr(256 + extra)] = b
+            extra += 1
+    return alphabet
+
+
+_UNICODE_TO_BYTE = _byte_alphabet()
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 class Tokenizer:
@@ -72,6 +91,33 @@ class Tokenizer:
         if self._backend is not None:
             return str(self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens))
         return str(self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for, even when they are part of a character (which ``decode`` of the
+        token alone shows as U+FFFD). Byte-level BPE (GPT-2, Llama 3, Qwen) spells each byte as a printable
+        character; SentencePiece (Llama 2, Mistral) writes ``▁`` for a space and ``<0xNN>`` for a raw byte;
+        an added or special token is its text."""
+        piece = self.hf.convert_ids_to_tokens(token_id)
+        if not isinstance(piece, str):
+            return b""
+        if token_id in self.special_ids or piece in self._added:
+            return piece.encode()
+        raw = _BYTE_TOKEN.fullmatch(piece)
+        if raw is not None:
+            return bytes([int(raw.group(1), 16)])
+        if all(c in _UNICODE_TO_BYTE for c in piece) and not self._sentencepiece:
+            return bytes(_UNICODE_TO_BYTE[c] for c in piece)
+        return piece.replace("\u2581", " ").encode()
+
+    @functools.cached_property
+    def _added(self) -> frozenset[str]:
+        return frozenset(getattr(self.hf, "get_added_vocab", dict)())
+
+    @functools.cached_property
+    def _sentencepiece(self) -> bool:
+        """Whether pieces mark spaces with ``▁`` (SentencePiece) rather than spell bytes (byte-level BPE)."""
+        space = self.encode(" a b", add_special_tokens=False)
+        return any("\u2581" in str(self.hf.convert_ids_to_tokens(t)) for t in space)
 
     @property
     def has_chat_template(self) -> bool:

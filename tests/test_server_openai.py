@@ -342,6 +342,27 @@ def test_stop_max_tokens_and_logprobs(client: openai.OpenAI) -> None:
     assert lp == [e.logprob for e in content]
 
 
+def test_logprob_bytes_rebuild_characters_split_over_tokens(client: openai.OpenAI) -> None:
+    # the random-weight demo model writes plenty of CJK and Thai, whose characters often span tokens: their
+    # `bytes` used to be those of U+FFFD, so the text could not be rebuilt from them
+    split = 0
+    for seed in range(6):
+        answer = client.chat.completions.create(model="demo", messages=HI, max_tokens=40, seed=seed, logprobs=True)
+        entries = answer.choices[0].logprobs.content  # type: ignore[union-attr]
+        assert entries
+        data = b"".join(bytes(e.bytes or ()) for e in entries)
+        assert data.decode("utf-8", "replace") == answer.choices[0].message.content
+        for e in entries:
+            if "\ufffd" in e.token:  # part of a character: its own bytes, not those of the replacement mark
+                split += 1
+                assert b"\xef\xbf\xbd" not in bytes(e.bytes or ()), e
+        text = client.completions.create(model="demo", prompt="Once", max_tokens=30, seed=seed, logprobs=0)
+        lp = text.choices[0].logprobs
+        assert lp is not None and lp.text_offset and lp.tokens
+        assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[-1] <= len(text.choices[0].text)
+    assert split, "no token held part of a character: the check above proved nothing"
+
+
 def test_completions(client: openai.OpenAI, http: httpx.Client) -> None:
     plain = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=6, seed=1)
     assert plain.object == "text_completion" and plain.choices[0].finish_reason in ("stop", "length")

@@ -485,3 +485,14 @@ def test_concurrent_encode_matches_serial(qwen: Tokenizer) -> None:
         results = list(pool.map(work, [i * 25 for i in range(8)]))
     for result in results:
         assert result == serial
+
+
+@pytest.mark.parametrize("name", ["qwen", "gpt2"])
+def test_token_bytes_spell_the_text_even_mid_character(name: str, request: pytest.FixtureRequest) -> None:
+    tok: Tokenizer = request.getfixturevalue(name)
+    text = "héllo wörld ఇది తెలుగు 日本語 🙂\n\ttabs  and spaces"
+    ids = tok.encode(text, add_special_tokens=False)
+    pieces = [tok.token_bytes(t) for t in ids]
+    assert b"".join(pieces) == text.encode()
+    halves = [p for t, p in zip(ids, pieces, strict=True) if "\ufffd" in tok.decode([t])]
+    assert halves and all(b"\xef\xbf\xbd" not in p for p in halves)  # their own bytes, not U+FFFD's

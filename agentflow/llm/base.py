@@ -80,6 +80,9 @@ class TextDelta:
     """One per token id, when the request asked for ``logprobs``."""
     tokens: list[str] | None = None
     """Each token's own text (decoded alone), when the request asked for ``logprobs``."""
+    token_bytes: list[bytes] | None = None
+    """Each token's bytes, when the request asked for ``logprobs`` and the backend knows them: a token
+    that holds part of a character has its own bytes here, where its text shows U+FFFD."""
 
 
 @dataclass

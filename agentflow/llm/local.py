@@ -144,7 +144,8 @@ class LocalEngine:
                         ids = token_ids[sent:]
                         yield TextDelta(delta.text, token_ids=ids,
                                         logprobs=logprobs[sent:] if request.logprobs else None,
-                                        tokens=_token_texts(tokenizer, ids) if request.logprobs else None)
+                                        tokens=_token_texts(tokenizer, ids) if request.logprobs else None,
+                                        token_bytes=_token_bytes(tokenizer, ids) if request.logprobs else None)
                         sent = len(token_ids)
                     continue
                 events = calls.feed(delta.text) if delta.text else []
@@ -228,6 +229,10 @@ def _token_texts(tokenizer: Tokenizer | None, token_ids: list[int]) -> list[str]
     if tokenizer is None:
         return [""] * len(token_ids)
     return [tokenizer.decode([t], skip_special_tokens=False) for t in token_ids]
+
+
+def _token_bytes(tokenizer: Tokenizer | None, token_ids: list[int]) -> list[bytes] | None:
+    return None if tokenizer is None else [tokenizer.token_bytes(t) for t in token_ids]
 
 
 def _tool_call_spec(request: LLMRequest) -> Any:

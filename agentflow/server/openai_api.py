@@ -11,6 +11,7 @@ too, answered before any stream starts.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import time
@@ -170,8 +171,10 @@ async def _run(request: Request, generation: Generation, stream: AsyncIterator[b
 # ---- /v1/chat/completions --------------------------------------------------------------------------------------
 
 def _token_logprobs(item: TextDelta) -> list[dict[str, Any]]:
-    return [{"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
-            for token, logprob in zip(item.tokens or (), item.logprobs or (), strict=False)]
+    # `bytes` lets a client rebuild a character split over tokens: each token's own bytes, where known
+    raw = item.token_bytes or [token.encode() for token in item.tokens or ()]
+    return [{"token": token, "logprob": logprob, "bytes": list(data), "top_logprobs": []}
+            for token, logprob, data in zip(item.tokens or (), item.logprobs or (), raw, strict=False)]
 
 
 async def chat_completions(request: Request) -> Response:
@@ -269,13 +272,15 @@ class _Offsets:
     """The legacy ``logprobs`` object of a completion, built piece by piece."""
 
     def __init__(self, start: int) -> None:
-        self.offset = start
+        self.offset = start  # the whole characters before the next token: a token may end mid-character
+        self._chars = codecs.getincrementaldecoder("utf-8")("replace")
 
     def of(self, item: TextDelta) -> dict[str, Any]:
         tokens, offsets = list(item.tokens or ()), []
-        for token in tokens:
+        raw = item.token_bytes or [token.encode() for token in tokens]
+        for data in raw[:len(tokens)]:
             offsets.append(self.offset)
-            self.offset += len(token)
+            self.offset += len(self._chars.decode(data))
         return {"tokens": tokens, "token_logprobs": list(item.logprobs or ()), "top_logprobs": None,
                 "text_offset": offsets}
 
