@@ -16,3 +16,16 @@ def spec(text: str) -> WorkflowSpec:
 
 def echo(value: Any) -> Any:
     return value
+
+
+TWO_ASKS = """
+name: two_asks
+nodes:
+  - id: both
+    kind: parallel
+    branches:
+      legal: {nodes: [{id: ok, kind: interrupt, prompt: "Legal OK?"}]}
+      finance: {nodes: [{id: ok2, kind: interrupt, prompt: "Finance OK?"}]}
+output: both
+"""
+"""A run that waits at two interrupts at once (parallel branches)."""

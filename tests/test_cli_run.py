@@ -35,6 +35,7 @@ from agentflow.runtime.events import (
     ToolCall,
     ToolResult,
 )
+from tests.specs import TWO_ASKS
 
 CLI = [sys.executable, "-m", "agentflow.cli"]
 
@@ -345,20 +346,10 @@ def test_an_interrupt_on_a_terminal_asks_for_the_value(tmp_path: Path, home: Pat
 
 def test_a_run_waiting_at_two_interrupts_asks_for_both_on_a_terminal(tmp_path: Path, home: Path) -> None:
     # the first answer used to be sent without naming its interrupt: a traceback, then a hang
-    two = """
-        name: two_asks
-        nodes:
-          - id: both
-            kind: parallel
-            branches:
-              legal: {nodes: [{id: ok, kind: interrupt, prompt: "Legal OK?"}]}
-              finance: {nodes: [{id: ok2, kind: interrupt, prompt: "Finance OK?"}]}
-        output: both
-        """
     primary, secondary = pty.openpty()
     try:
         os.write(primary, b'"first"\n"second"\n')
-        done = cli(home, "run", str(workflow(tmp_path, two)), "--no-store", stdin=secondary)
+        done = cli(home, "run", str(workflow(tmp_path, TWO_ASKS)), "--no-store", stdin=secondary)
     finally:
         os.close(primary)
         os.close(secondary)

@@ -16,6 +16,7 @@ import yaml
 
 from agentflow.dsl.ir import WorkflowSpec
 from agentflow.runtime import RunStateError, Runtime
+from tests.specs import TWO_ASKS
 
 pytestmark = pytest.mark.anyio
 
@@ -79,16 +80,6 @@ async def test_one_of_concurrent_resumes_wins(tmp_path: Path, live: bool) -> Non
     assert calls == [accepted[0]]  # the run went on once, with the accepted value
 
 
-TWO_ASKS = """
-name: two_asks
-nodes:
-  - id: both
-    kind: parallel
-    branches:
-      legal: {nodes: [{id: ok, kind: interrupt, prompt: "Legal OK?"}]}
-      finance: {nodes: [{id: ok2, kind: interrupt, prompt: "Finance OK?"}]}
-output: both
-"""
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["live", "after-restart"])
