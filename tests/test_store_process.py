@@ -97,8 +97,12 @@ async def test_a_dead_writer_fails_the_waiting_writes(tmp_path: Path) -> None:
         await store.append("r1", [event("r1", 1)])
     with pytest.raises(StoreClosedError):  # and it refuses further writes rather than hang them
         store.append_nowait("r1", [event("r1", 2)])
+    got = await store.get_run("r1")  # the file is intact: reads go on (a server still answers GETs)
+    assert got is not None and got.status == "pending"
     with anyio.fail_after(10):
         await store.aclose()
+    with pytest.raises(StoreClosedError):
+        await store.get_run("r1")
 
 
 async def test_a_write_larger_than_the_pipe_goes_through_whole_and_in_order(tmp_path: Path) -> None:

@@ -222,6 +222,7 @@ class SQLiteStore(RunStore):
         else:
             self._writer = Writer(self.path, synchronous, retention_days, self._deferred)
         self._reads = _ReadPool(self.path)
+        self._reads_closed = False
         self._finalizer = weakref.finalize(self, _shutdown, self._writer, self._reads)
 
     def __repr__(self) -> str:
@@ -239,11 +240,12 @@ class SQLiteStore(RunStore):
         return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # Reads see every write queued before them; a failed append_nowait is not theirs to raise.
-        if not self._writer.idle:
-            await self._write(("barrier", ()), deferred=False)
-        elif self._writer.closed:
+        # Reads see every write queued before them; a failed append_nowait is not theirs to raise. A writer
+        # that died (its process killed) leaves the file readable: reads go on, only a closed store refuses.
+        if self._reads_closed:
             raise StoreClosedError("the run store is closed")
+        if not self._writer.idle and not self._writer.closed:
+            await self._write(("barrier", ()), deferred=False)
         return await anyio.to_thread.run_sync(self._reads.run, fn)
 
     async def create_run(self, run: RunRecord) -> None:
@@ -368,6 +370,7 @@ class SQLiteStore(RunStore):
         self._finish_close()
 
     def _finish_close(self) -> None:
+        self._reads_closed = True
         self._close_claims()
         self._reads.close()
         self._finalizer.detach()
