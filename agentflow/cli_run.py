@@ -468,9 +468,9 @@ async def _begin(rt: Runtime, job: Job, session: Session) -> str:
         _note(session, f"run {run_id} is {record.status}, not waiting at an interrupt; --value is ignored")
     if record.status not in FINISHED and run_id in rt.unrecovered and not rt.executing(run_id):
         reason = rt.unrecovered[run_id]
-        hint = ("; pass --tools with the file or module that defines them" if "uses tool(s)" in reason else
-                "; pass --workflows DIR with the directory of those workflow files" if "calls workflow(s)" in reason
-                else "")
+        hint = ("; pass --tools with the file or module that defines them" if isinstance(reason, ToolNotFoundError)
+                else "; pass --workflows DIR with the directory of those workflow files"
+                if isinstance(reason, WorkflowNotFoundError) else "")
         raise UsageError(f"run {run_id} cannot be continued here: {reason}{hint}")
     return run_id  # an unfinished run was recovered (continued from its checkpoints) when the runtime opened
 

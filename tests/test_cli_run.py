@@ -331,6 +331,18 @@ def test_resume_without_the_tools_the_run_needs_exits_2_and_keeps_it_interrupted
     assert json.loads(done.stdout) == {"ok": True, "n": 2}
 
 
+def test_continuing_a_killed_run_without_its_tools_exits_2_with_the_tools_hint(tmp_path: Path,
+                                                                                home: Path) -> None:
+    path = workflow(tmp_path, APPROVE)
+    assert cli(home, "run", str(path), "--input", '{"n": 4}', "--run-id", "r-killed").returncode == 3
+    with sqlite3.connect(home / "runs.db") as db:  # as if killed while running
+        db.execute("UPDATE runs SET status = 'running' WHERE run_id = 'r-killed'")
+    bare = cli(home, "resume", "r-killed", cwd=tmp_path)  # no tools.py here: 'echo' is unknown
+    assert bare.returncode == 2, bare.stderr
+    assert "cannot be continued here" in bare.stderr and "'echo'" in bare.stderr and "--tools" in bare.stderr
+    assert_clean(bare)
+
+
 def test_an_interrupt_on_a_terminal_asks_for_the_value(tmp_path: Path, home: Path) -> None:
     primary, secondary = pty.openpty()
     try:

@@ -157,7 +157,8 @@ def test_a_run_using_a_tool_this_runtime_lacks_is_left_unchanged_for_one_that_ha
             assert (await rt.get_run("r1")).status == "interrupted"
             await rt.store.update_run("r1", status="running")  # as if killed while running
         async with Runtime(store=path, workflows=workflows()) as rt:
-            assert "'work'" in rt.unrecovered["r1"] and not rt.executing("r1")
+            reason = rt.unrecovered["r1"]
+            assert isinstance(reason, ToolNotFoundError) and "'work'" in str(reason) and not rt.executing("r1")
             assert (await rt.get_run("r1")).status == "running"
         async with Runtime(store=path, workflows=workflows(), tools=[make_work(str(path))]) as rt:
             assert (await rt.wait("r1")).status == "interrupted"  # recovered: it asks again

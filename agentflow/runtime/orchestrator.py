@@ -108,9 +108,9 @@ class Runtime:
         stored run is being loaded to resume."""
         self._spec_cache: dict[int, tuple[WorkflowSpec, dict[str, Any]]] = {}
         self._tg: TaskGroup | None = None
-        self.unrecovered: dict[str, str] = {}
-        """Unfinished runs :meth:`recover` left alone, with the reason (executing in another process, a
-        workflow or tool this runtime lacks)."""
+        self.unrecovered: dict[str, Exception] = {}
+        """Unfinished runs :meth:`recover` left alone, with why: :class:`RunStateError` (executing in another
+        process), :class:`ToolNotFoundError`, :class:`WorkflowNotFoundError`, or whatever loading it raised."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -498,7 +498,7 @@ class Runtime:
                 continue
             if not store.claim(record.run_id):
                 logger.info("run %s is executing in another process; leaving it there", record.run_id)
-                self.unrecovered[record.run_id] = "it is executing in another process"
+                self.unrecovered[record.run_id] = RunStateError("it is executing in another process")
                 continue
             try:
                 record = await self.get_run(record.run_id)  # as its last executor left it
@@ -509,7 +509,7 @@ class Runtime:
             except Exception as exc:
                 store.release(record.run_id)
                 logger.error("cannot resume run %s: %s", record.run_id, exc)
-                self.unrecovered[record.run_id] = str(exc)
+                self.unrecovered[record.run_id] = exc
                 continue
             self.unrecovered.pop(record.run_id, None)
             self._launch(tg, execution)

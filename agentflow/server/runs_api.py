@@ -86,7 +86,8 @@ class RunJSON(JSONResponse):
 def view(record: RunRecord, runtime: Runtime | None = None) -> dict[str, Any]:
     blocked = None
     if runtime is not None and record.status in ("pending", "running") and not runtime.executing(record.run_id):
-        blocked = runtime.unrecovered.get(record.run_id)
+        reason = runtime.unrecovered.get(record.run_id)
+        blocked = None if reason is None else str(reason)
     return {"run_id": record.run_id, "workflow": record.workflow, "version": record.version,
             "status": record.status, "input": record.input, "output": record.output, "error": record.error,
             "interrupt": record.interrupt, "blocked": blocked, "created_at": record.created_at,
