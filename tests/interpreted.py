@@ -3,23 +3,21 @@
 ``TRITON_INTERPRET`` is read when a kernel is decorated, so it must be set before the kernel module
 is imported, and it must not leak into the rest of the session (GPU tests would run interpreted).
 A kernel test module therefore runs its cases in one child (``python -m tests.<module>``, whose
-``__main__`` calls ``report``) and its tests assert one case's result each (``run_cases``).
+``__main__`` calls ``report``), started in the background when collection ends (``tests/background.py``),
+and its tests assert one case's result each (``run_cases``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import background
 
 
 def report(cases: dict[str, dict[str, Any]], check: Callable[[str, dict[str, Any]], str]) -> None:
@@ -33,13 +31,11 @@ def report(cases: dict[str, dict[str, Any]], check: Callable[[str, dict[str, Any
     sys.stdout.write(json.dumps(results) + "\n")
 
 
-def run_cases(module: str, what: str, *, timeout: int = 300) -> dict[str, str]:
+def run_cases(module: str, what: str) -> dict[str, str]:
     """Parent side: the child's results; skips when triton is missing."""
     if importlib.util.find_spec("triton") is None:
         pytest.skip(f"triton is not installed (pip install triton==3.6.0): {what} cannot be checked")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = background.result(module)  # started when collection ended (tests/background.py)
     if proc.returncode != 0 or not proc.stdout.strip():
         if "No module named 'triton'" in proc.stderr:
             pytest.skip("triton is not importable in a child process")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bench.constrained_suites import (
+    JSB,
     SUITE,
     SchemaResult,
     Verdict,
@@ -25,6 +26,7 @@ from bench.constrained_suites import (
     dump,
     first_compiled,
     generate,
+    jsb_files,
     known_keys,
     load_known_differences,
     reference_validator,
@@ -110,14 +112,25 @@ def test_suite_compiles_most_schemas(suite: list[SchemaResult]) -> None:
     assert all(r.error for r in suite if r.file == "refRemote.json")  # remote $refs are never fetched
 
 
+JSB_SAMPLE_STEP = 4
+"""The suite walks every fourth JSONSchemaBench schema (the whole set takes minutes on a small CI machine;
+``python -m bench.constrained_suites --skip-generation`` walks all of it) plus every schema with a listed
+difference."""
+
+
 @pytest.mark.slow
 def test_jsonschemabench_instances(tokenizer: Tokenizer) -> None:
-    """Every schema compiled (about 20 s): accepted instances are valid; disagreements are the listed ones."""
-    results = walk_jsonschemabench(tokenizer)
+    """A fixed quarter of the schemas, compiled: accepted instances are valid; disagreements are the listed
+    ones; most schemas compile."""
+    listed = {e["file"] for e in KNOWN["jsonschemabench"]}
+    files = [path for i, path in enumerate(jsb_files())
+             if i % JSB_SAMPLE_STEP == 0 or path.relative_to(JSB).as_posix() in listed]
+    results = walk_jsonschemabench(tokenizer, files)
+    assert len(results) >= 5502 // JSB_SAMPLE_STEP and {r.file for r in results} >= listed
     bugs = violations(results)
     assert not bugs, "the matcher accepts instances the reference validator rejects:\n" + describe(bugs)
     check_against_known(results, KNOWN["jsonschemabench"])
-    assert sum(r.error is None for r in results) >= 4600
+    assert sum(r.error is None for r in results) >= 1120  # about 1,150 compile today
 
 
 @pytest.mark.slow

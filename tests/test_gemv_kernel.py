@@ -79,14 +79,14 @@ def _check_case(name: str, spec: dict[str, Any]) -> str:
 
 
 def _engine_case() -> str:
-    """The demo model's engine with ``fused_gemv`` against without: decode steps (at most 16 tokens) run
-    every projection through the kernel, prefill chunks stay on torch; the same greedy tokens and
-    log-probabilities within float32 rounding."""
+    """The demo model's engine with ``fused_gemv`` against without: two decode steps (the second attends
+    over keys and values the first projected) run every projection through the kernel, prefill chunks
+    stay on torch; the same greedy tokens and log-probabilities within float32 rounding."""
     from engine import Engine, SamplingParams
 
     prompts = [[(7 * i + 3) % 500 + 10 for i in range(30)], [(11 * i + 1) % 400 + 5 for i in range(9)],
                [(5 * i + 2) % 300 + 7 for i in range(12)]]
-    params = SamplingParams(max_new_tokens=5, temperature=0.0, logprobs=True)
+    params = SamplingParams(max_new_tokens=3, temperature=0.0, logprobs=True)
     outputs = {}
     for fused in (False, True):
         engine = Engine("demo", fused_gemv=fused)

@@ -168,10 +168,18 @@ class DecoderLayer(nn.Module):
         return out, added
 
 
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` without its random init: the weights come from the checkpoint (or ``load_format="dummy"``),
+    and on the meta device the init's ``normal_`` imports ``torch._dynamo``, seconds of every engine's start."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class Backbone(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
