@@ -9,21 +9,20 @@ not the numbers themselves.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import background
+
+background.register("bench-engine-gpu-smoke", __name__,
+                    [sys.executable, "-m", "bench.engine_gpu", "--smoke", "--json", "{workdir}/smoke.json"],
+                    unset=("TRITON_INTERPRET",), timeout=300)
 
 
-def test_smoke_run_fills_every_section(tmp_path: Path) -> None:
-    out = tmp_path / "smoke.json"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "bench.engine_gpu", "--smoke", "--json", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+def test_smoke_run_fills_every_section() -> None:
+    proc = background.result("bench-engine-gpu-smoke")  # started when collection ended
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())
+    results = json.loads((background.workdir("bench-engine-gpu-smoke") / "smoke.json").read_text())
     models = results["models"]
     assert set(models) == {"llama3-8b", "qwen2.5-7b"}
     for name, r in models.items():

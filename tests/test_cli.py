@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from engine import Engine, Request, SamplingParams
+from tests import background
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -15,10 +16,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)
 
 
+GENERATE = ["generate", "--model", "demo", "--prompt", "Hello there", "--max-new-tokens", "12", "--seed", "42",
+            "--temperature", "0.7"]
+GENERATE_CHAT = ["generate", "--model", "demo", "--chat", "--system", "Be brief.", "--prompt", "Hi",
+                 "--max-new-tokens", "6", "--temperature", "0"]
+for _name, _args in (("cli-generate", GENERATE), ("cli-generate-chat", GENERATE_CHAT)):
+    background.register(_name, __name__, [sys.executable, "-m", "agentflow.cli", *_args], timeout=300)
+
+
 @pytest.mark.slow
 def test_generate_streams_what_the_engine_generates(demo_path) -> None:  # type: ignore[no-untyped-def]
-    done = run_cli("generate", "--model", "demo", "--prompt", "Hello there", "--max-new-tokens", "12",
-                   "--seed", "42", "--temperature", "0.7")
+    done = background.result("cli-generate")  # GENERATE, started when collection ended
     assert done.returncode == 0, done.stderr
     expected = Engine("demo", max_kv_tokens=1024).generate(
         ["Hello there"], SamplingParams(max_new_tokens=12, seed=42, temperature=0.7))[0]
@@ -28,8 +36,7 @@ def test_generate_streams_what_the_engine_generates(demo_path) -> None:  # type:
 
 @pytest.mark.slow
 def test_generate_chat_applies_the_template(demo_path) -> None:  # type: ignore[no-untyped-def]
-    done = run_cli("generate", "--model", "demo", "--chat", "--system", "Be brief.", "--prompt", "Hi",
-                   "--max-new-tokens", "6", "--temperature", "0")
+    done = background.result("cli-generate-chat")  # GENERATE_CHAT
     assert done.returncode == 0, done.stderr
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     expected = Engine("demo", max_kv_tokens=1024).generate(

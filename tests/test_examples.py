@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentflow.server import ServerConfig
+from tests import background
 from tests.serving import free_port, running_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -61,9 +62,14 @@ def test_the_parallel_runs_example_follows_every_run(server: str) -> None:
         i: [n * n for n in range(i, i + 4)] for i in range(5)}
 
 
+background.register("example-local-triage", __name__,
+                    [sys.executable, "examples/local_triage.py", "I was charged twice for May", "--model", "demo"],
+                    timeout=180)
+
+
 @pytest.mark.slow
 def test_the_local_triage_example_runs_on_the_demo_model() -> None:
-    done = run("examples/local_triage.py", "I was charged twice for May", "--model", "demo")
+    done = background.result("example-local-triage")  # run from the repository root when collection ended
     assert done.returncode == 0, done.stderr
     status, output = final(done.stdout)
     assert status == "completed" and isinstance(output, dict)

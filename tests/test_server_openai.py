@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import anyio
@@ -346,8 +347,12 @@ def test_logprob_bytes_rebuild_characters_split_over_tokens(client: openai.OpenA
     # the random-weight demo model writes plenty of CJK and Thai, whose characters often span tokens: their
     # `bytes` used to be those of U+FFFD, so the text could not be rebuilt from them
     split = 0
-    for seed in range(6):
-        answer = client.chat.completions.create(model="demo", messages=HI, max_tokens=40, seed=seed, logprobs=True)
+    with ThreadPoolExecutor(6) as pool:  # concurrent requests: the engine decodes them as one batch
+        answers = list(pool.map(lambda seed: client.chat.completions.create(
+            model="demo", messages=HI, max_tokens=40, seed=seed, logprobs=True), range(6)))
+        texts = list(pool.map(lambda seed: client.completions.create(
+            model="demo", prompt="Once", max_tokens=30, seed=seed, logprobs=0), range(6)))
+    for answer, text in zip(answers, texts, strict=True):
         entries = answer.choices[0].logprobs.content  # type: ignore[union-attr]
         assert entries
         data = b"".join(bytes(e.bytes or ()) for e in entries)
@@ -356,7 +361,6 @@ def test_logprob_bytes_rebuild_characters_split_over_tokens(client: openai.OpenA
             if "\ufffd" in e.token:  # part of a character: its own bytes, not those of the replacement mark
                 split += 1
                 assert b"\xef\xbf\xbd" not in bytes(e.bytes or ()), e
-        text = client.completions.create(model="demo", prompt="Once", max_tokens=30, seed=seed, logprobs=0)
         lp = text.choices[0].logprobs
         assert lp is not None and lp.text_offset and lp.tokens
         assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[-1] <= len(text.choices[0].text)
