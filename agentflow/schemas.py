@@ -55,7 +55,11 @@ def schema_error(schema: dict[str, Any], value: Any) -> tuple[str, str] | None:
                      "are not fetched)")
     if error is None:
         return None
-    return "/" + "/".join(str(part) for part in error.absolute_path), error.message
+    path = [str(part) for part in error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict):  # point at the missing property
+        path += [name for name in error.validator_value
+                 if isinstance(name, str) and error.message == f"{name!r} is a required property"][:1]
+    return "/" + "/".join(path), error.message
 
 
 def with_defaults(schema: Any, value: Any, *, depth: int = 0) -> Any:

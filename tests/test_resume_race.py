@@ -110,3 +110,71 @@ async def test_a_run_waiting_at_two_interrupts_still_waits_after_one_answer(tmp_
         await rt.resume("r", "also")
         done = await rt.wait("r")
         assert done.status == "completed" and sorted(done.output.values()) == ["also", "yes"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 3, 5, 8])
+async def test_a_cancel_racing_a_resume_leaves_the_run_cancelled_for_good(tmp_path: Path, yields: int) -> None:
+    """A resume that came in while a cancel was recording the run's end used to write `running` after it: the run
+    read `running` for good with `run.cancelled` last in its log, and the next process recovered it."""
+    spec = WorkflowSpec.model_validate(yaml.safe_load(APPROVE))
+    db = tmp_path / "runs.db"
+    outcomes: dict[str, str] = {}
+
+    def record(value: Any) -> Any:
+        return value
+
+    async with Runtime(tools=[record], store=db) as rt:
+        for i in range(4):
+            run_id = await rt.start(spec, run_id=f"r{i}")
+            assert (await rt.wait(run_id)).status == "interrupted"
+
+            async def resume(run_id: str = run_id) -> None:
+                for _ in range(yields):
+                    await anyio.sleep(0)
+                try:
+                    await rt.resume(run_id, {"by": "me"})
+                except RunStateError:
+                    outcomes[run_id] = "refused"
+                else:
+                    outcomes[run_id] = "accepted"
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rt.cancel, run_id)
+                tg.start_soon(resume)
+            done = await rt.wait(run_id)
+            events = [e async for e in rt.events(run_id)]
+            assert done.status == "cancelled" == events[-1].event.removeprefix("run."), (yields, outcomes)
+    async with Runtime(tools=[record], store=db, workflows=[spec]) as rt:  # recovers what is unfinished
+        assert {(await rt.get_run(f"r{i}")).status for i in range(4)} == {"cancelled"}
+
+
+@pytest.mark.parametrize("then", ["resume", "cancel"])
+async def test_a_run_paused_in_the_store_is_followed_until_it_goes_on(tmp_path: Path, then: str) -> None:
+    """After a restart a paused run is in the store only: its event stream used to end after the replay, with no
+    terminal event, so followers (the SDK, the web UI) took it for a dropped connection."""
+    spec = WorkflowSpec.model_validate(yaml.safe_load(APPROVE))
+    db = tmp_path / "runs.db"
+
+    def record(value: Any) -> Any:
+        return value
+
+    async with Runtime(tools=[record], store=db) as rt:
+        run_id = await rt.start(spec)
+        assert (await rt.wait(run_id)).status == "interrupted"
+    async with Runtime(tools=[record], store=db, workflows=[spec]) as rt:
+        assert not rt.executing(run_id)
+        seen: list[str] = []
+
+        async def follow() -> None:
+            seen.extend([e.event async for e in rt.events(run_id)])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await anyio.sleep(0.2)
+            assert seen == []  # still following: nothing new yet, and not ended
+            if then == "resume":
+                await rt.resume(run_id, {"by": "me"})
+            else:
+                await rt.cancel(run_id)
+        last = {"resume": "run.completed", "cancel": "run.cancelled"}[then]
+        assert seen[-1] == last and "run.interrupted" in seen

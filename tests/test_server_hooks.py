@@ -152,19 +152,22 @@ def test_replayed_webhook_id_returns_the_same_run(client: httpx.Client) -> None:
 
 
 def test_replay_answers_with_the_run_even_after_the_workflow_changed(client: httpx.Client) -> None:
+    yaml_of = {**DEFAULT, "content-type": "application/yaml"}
+    own = GREET[:GREET.index("  - name: greet-gh")].replace("name: greet\n", "name: greet_own\n", 1)
+    own = own.replace("name: greet-std", "name: own-std")  # greet's triggers serve two tenants: neither may change it
+    assert client.post("/v1/workflows", content=own, headers=yaml_of).status_code == 201
     body = payload()
     headers = signed(body, msg_id="msg_before_update")
-    first = client.post("/hooks/greet-std", content=body, headers=headers)
+    first = client.post("/hooks/own-std", content=body, headers=headers)
     assert first.status_code == 202
-    relabelled = client.post("/hooks/greet-std", content=body, headers={**headers, "x-event": "retry"})
+    relabelled = client.post("/hooks/own-std", content=body, headers={**headers, "x-event": "retry"})
     assert relabelled.json()["run_id"] == first.json()["run_id"]  # unsigned headers changed: same delivery
-    updated = GREET.replace('count: "{{ payload.count }}"', 'count: "{{ payload.count }} times"')
-    updated = updated[:updated.index("  - name: greet-acme")]  # the default tenant may not keep acme's trigger
-    response = client.post("/v1/workflows", content=updated, headers={**DEFAULT, "content-type": "application/yaml"})
+    updated = own.replace('count: "{{ payload.count }}"', 'count: "{{ payload.count }} times"')
+    response = client.post("/v1/workflows", content=updated, headers=yaml_of)
     assert response.status_code == 200, response.text
-    again = client.post("/hooks/greet-std", content=body, headers=headers)
+    again = client.post("/hooks/own-std", content=body, headers=headers)
     assert again.status_code == 202 and again.json()["run_id"] == first.json()["run_id"]
-    fresh = client.post("/hooks/greet-std", content=body, headers=signed(body, msg_id="msg_after_update"))
+    fresh = client.post("/hooks/own-std", content=body, headers=signed(body, msg_id="msg_after_update"))
     assert_refused(fresh, 422, "invalid_input")  # the new mapping gives a string count
     assert len(runs(client)) == 1
 
@@ -269,6 +272,24 @@ def test_a_trigger_may_only_start_runs_for_the_registering_tenant(client: httpx.
     assert response.json()["error"]["param"] == "triggers.2.tenant"
     response = client.post("/v1/workflows", content=mine, headers={**ACME, "content-type": "application/yaml"})
     assert_refused(response, 422, "trigger_tenant_mismatch")  # and the others the default tenant
+
+
+def test_only_the_tenant_a_workflows_triggers_serve_may_replace_or_delete_it(client: httpx.Client) -> None:
+    # globex used to PUT a new version of acme's workflow with `tenant: globex` on the same hook: acme's sender
+    # then started globex's runs, with acme's payloads
+    yaml_of = {"content-type": "application/yaml"}
+    acme_only = ("name: acme_hooked\nnodes:\n  - {id: hello, kind: tool, tool: greet, args: {who: a, count: 1}}\n"
+                 "output: hello\ntriggers:\n  - {name: acme-only, secret_env: AF_TEST_HOOK_SECRET, tenant: acme}\n")
+    assert client.put("/v1/workflows/acme_hooked", content=acme_only, headers={**ACME, **yaml_of}).status_code == 201
+    taken = acme_only.replace("tenant: acme", "tenant: default")
+    response = client.put("/v1/workflows/acme_hooked", content=taken, headers={**DEFAULT, **yaml_of})
+    assert_refused(response, 403, "workflow_owned")
+    assert_refused(client.delete("/v1/workflows/acme_hooked", headers=DEFAULT), 403, "workflow_owned")
+    assert client.get("/v1/workflows/acme_hooked", headers=DEFAULT).json()["version"] == 1
+    assert client.put("/v1/workflows/acme_hooked", content=acme_only, headers={**ACME, **yaml_of}).status_code == 200
+    assert client.delete("/v1/workflows/acme_hooked", headers=ACME).status_code == 204
+    # greet's triggers serve both tenants: neither alone may replace it
+    assert_refused(client.put("/v1/workflows/greet", content=GREET, headers={**ACME, **yaml_of}), 403, "workflow_owned")
 
 
 class FakeRuntime:

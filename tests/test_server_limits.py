@@ -3,6 +3,7 @@ unknown routes and methods in the JSON error shape, and `agentflow serve` as a r
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from agentflow.server import ServerConfig
 from tests.serving import free_port, running_server
@@ -35,6 +37,28 @@ def test_body_limit_rejects_large_bodies_before_the_handler() -> None:
         small = client.post("/v1/workflows/validate", content="name: [", headers={"content-type": "application/yaml"})
         assert small.status_code == 422  # under the limit: handled normally
         assert client.get("/health").status_code == 200
+
+
+def test_a_client_that_leaves_mid_body_is_a_499_not_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    # each one used to log two tracebacks and count as a 500: a cheap way to flood the log and the 5xx metric
+    with running_server(ServerConfig(model=None, store=":memory:")) as url, httpx.Client(base_url=url) as client:
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(b"POST /v1/workflows/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\n"
+                             b"Content-Length: 4000\r\n\r\nname: a")
+        route = 'route="/v1/workflows/validate"'
+        deadline = time.monotonic() + 30
+        while True:
+            lines = [line for line in client.get("/metrics").text.splitlines()
+                     if line.startswith("agentflow_http_requests_total") and route in line]
+            if any('status="499"' in line and line.endswith(" 3.0") for line in lines):
+                break
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        assert not any('status="500"' in line for line in lines), lines
+        assert client.get("/health").status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_rate_limit_per_key() -> None:

@@ -67,5 +67,10 @@ class EventBus:
         for send in self._subscribers.pop(run_id, set()):
             send.close()
 
+    def close_all(self) -> None:
+        """End every subscription (the runtime stops; followers of runs paused in the store included)."""
+        for run_id in list(self._subscribers):
+            self.close(run_id)
+
 
 __all__ = ["EventBus"]

@@ -135,8 +135,7 @@ class Runtime:
             return await self._tg.__aexit__(exc_type, exc, tb)
         finally:
             self._tg = None
-            for run_id in list(self._live):
-                self.bus.close(run_id)
+            self.bus.close_all()
             self._live.clear()
             if self.store is not None:
                 with anyio.CancelScope(shield=True):
@@ -338,6 +337,8 @@ class Runtime:
             event = RunCancelled(run_id=run_id, seq=seq, time=time.time(), reason=reason)
             await store.append(run_id, [event],
                                run={"status": "cancelled", "interrupt": None, "updated_at": time.time()})
+            self.bus.publish(event)  # to those following the paused run (event_batches)
+            self.bus.close(run_id)
         finally:
             store.release(run_id)
         return await self.get_run(run_id)
@@ -358,6 +359,10 @@ class Runtime:
         if (run_id, None) in self._resuming:
             raise RunStateError(f"run {run_id!r} is being resumed by another request")
         if live is not None:
+            # Checked with no await before the status write below is queued: a cancel that comes later queues its
+            # terminal write after ours, so the stored status never goes back from `cancelled` to `running`.
+            if live.cancel_reason is not None or live.finished.is_set():
+                raise RunStateError(f"run {run_id!r} is being cancelled")
             waiters = list(live.execution.waiters)
             waiting = [p for p in waiters if (run_id, p) not in self._resuming]
             taken = (node in waiters and node not in waiting) if node is not None else (bool(waiters) and not waiting)
@@ -541,6 +546,9 @@ class Runtime:
         several events)."""
         _, store = self._require_open()
         live = run_id in self._live
+        if not live:  # paused in the store only (say, after a restart): followed until resumed or cancelled here
+            record = await store.get_run(run_id)
+            live = record is not None and record.status == "interrupted"
         subscription = self.bus.subscribe(run_id) if live else None
         try:
             last = after

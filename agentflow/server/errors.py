@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
@@ -150,6 +150,13 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client left while its request body was being read: nothing failed here, and no one reads the
+    answer; recorded as 499 (nginx's "client closed request"), not as a 500 with a traceback."""
+    log.debug("%s %s: the client disconnected before sending its whole request", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error", code="internal_error")
@@ -159,6 +166,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ApiError: handle_api_error,
     AgentflowError: handle_agentflow_error,
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected,
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,11 +37,13 @@ def _summary(versions: list[Version]) -> dict[str, Any]:
             "versions": [v.version for v in versions], "origin": latest.origin, "created_at": latest.created_at}
 
 
-async def _parse(request: Request) -> tuple[WorkflowSpec | None, str | None, list[dict[str, Any]]]:
-    """The workflow in the body (YAML or JSON IR), its YAML source, and every issue found."""
-    from agentflow.dsl.validate import validate_data
-    from agentflow.dsl.yaml_loader import validate_yaml
+Parsed = tuple[WorkflowSpec | None, str | None, list[dict[str, Any]]]
 
+
+async def _parse(request: Request) -> Parsed:
+    """The workflow in the body (YAML or JSON IR), its YAML source, and every issue found. Parsed in a worker
+    thread: a document of tens of thousands of nodes takes seconds of pure Python, which must not stall
+    every other request."""
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
@@ -49,21 +52,26 @@ async def _parse(request: Request) -> tuple[WorkflowSpec | None, str | None, lis
     if not text.strip():
         raise ApiError(400, "the request body is empty; send the workflow as YAML", code="empty_body")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and kind != "application/json" and kind not in YAML_TYPES:
+        raise ApiError(415, f"send the workflow as application/yaml (or IR as application/json), not {kind}",
+                       code="unsupported_media_type")
     state = state_of(request)
     known = dict(state.runtime.workflows)  # specs, not just names: calls that come back around are refused
     tools = state.runtime.tools  # the registry, not just names: tool nodes' argument names are checked too
-    if kind == "application/json":
-        data = parse_json(text)
+    data = parse_json(text) if kind == "application/json" else None
+    return await anyio.to_thread.run_sync(_parse_sync, text, data, known, tools)
+
+
+def _parse_sync(text: str, data: Any, known: dict[str, WorkflowSpec], tools: Any) -> Parsed:
+    from agentflow.dsl.validate import validate_data
+    from agentflow.dsl.yaml_loader import load_yaml, validate_yaml
+
+    if data is not None:
         spec, issues = validate_data(data, workflows=known, tools=tools)
         return (None if issues else spec), None, [i.model_dump() for i in issues]
-    if kind and kind not in YAML_TYPES:
-        raise ApiError(415, f"send the workflow as application/yaml (or IR as application/json), not {kind}",
-                       code="unsupported_media_type")
     issues = validate_yaml(text, workflows=known, tools=tools)
     if issues:
         return None, text, [i.model_dump() for i in issues]
-    from agentflow.dsl.yaml_loader import load_yaml
-
     try:
         return load_yaml(text, workflows=known, tools=tools), text, []
     except WorkflowValidationError as exc:  # pragma: no cover - validate_yaml said it was fine
@@ -128,6 +136,7 @@ async def register_workflow(request: Request) -> Response:
 def _check_triggers(state: ServerState, spec: WorkflowSpec, tenant: str) -> None:
     """A workflow registered over the API may not take a hook name another workflow has, nor start runs
     for another tenant than the one registering it (with API keys, each tenant owns its runs)."""
+    _check_owner(state, spec.name, tenant, "replace")
     taken = hook_conflicts(state.registry, spec)
     if taken:
         raise ApiError(409, f"hook name(s) {taken} are already declared by another workflow", code="hook_conflict",
@@ -139,9 +148,21 @@ def _check_triggers(state: ServerState, spec: WorkflowSpec, tenant: str) -> None
                            code="trigger_tenant_mismatch", param=f"triggers.{i}.tenant")
 
 
+def _check_owner(state: ServerState, name: str, tenant: str, action: str) -> None:
+    """Workflows are shared by the tenants, but one whose triggers start runs for another tenant belongs to
+    that tenant: no one else may replace or delete it (and so take over its webhooks and their payloads)."""
+    latest = state.registry.latest(name)
+    owners = sorted({t.tenant for t in latest.spec.triggers}) if latest is not None and state.keys else []
+    if any(owner != tenant for owner in owners):
+        raise ApiError(403, f"workflow {name!r} has triggers that start runs for tenant(s) {owners}; only "
+                       f"{'they' if len(owners) > 1 else 'that tenant'} may {action} it", code="workflow_owned",
+                       param="name")
+
+
 async def delete_workflow(request: Request) -> Response:
     name = request.path_params["name"]
     state = state_of(request)
+    _check_owner(state, name, tenant_of(request), "delete")
     if not state.registry.remove(name):
         raise ApiError(404, f"no workflow named {name!r}", code="workflow_not_found")
     assert state.runtime.store is not None
@@ -157,14 +178,14 @@ ENDPOINTS = [
              TAG, raw_body=_YAML, responses={200: ValidationResult}, errors=(415,)),
     Endpoint("POST", "/v1/workflows", register_workflow, "Register a workflow (YAML); a known name gets a new "
              "version", TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary},
-             errors=(409, 415)),
+             errors=(403, 409, 415)),
     Endpoint("GET", "/v1/workflows/{name}", get_workflow, "Get a workflow: IR and source", TAG,
              query=VersionQuery, responses={200: WorkflowDetail}, errors=(404,)),
     Endpoint("PUT", "/v1/workflows/{name}", register_workflow, "Register or update the named workflow (YAML)",
-             TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary}, errors=(409, 415),
-             operation_id="put_workflow"),
+             TAG, raw_body=_YAML, responses={200: WorkflowSummary, 201: WorkflowSummary},
+             errors=(403, 409, 415), operation_id="put_workflow"),
     Endpoint("DELETE", "/v1/workflows/{name}", delete_workflow, "Delete a workflow (runs of it go on)", TAG,
-             responses={204: None}, errors=(404,)),
+             responses={204: None}, errors=(403, 404)),
 ]
 
 __all__ = ["ENDPOINTS"]
