@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
-__all__ = ["dumps", "finite", "has_lone_surrogate", "json_problem", "loads"]
+__all__ = ["dumps", "finite", "has_lone_surrogate", "json_problem", "loads", "without_surrogates"]
 
 
 def _escape(key: str) -> str:
@@ -86,6 +87,25 @@ def finite(value: Any) -> Any:
         return out if any(out[k] is not v for k, v in value.items()) else value
     if isinstance(value, (list, tuple)):
         items = [finite(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(value: Any) -> Any:
+    """``value`` (JSON data) with every lone surrogate in its strings and keys replaced by U+FFFD, as UTF-8
+    text must have it (``surrogateescape``-decoded file names bring them); copied only where something changed."""
+    kind = type(value)
+    if kind is str:
+        return value if value.isascii() or not has_lone_surrogate(value) else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        out = {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+        changed = len(out) != len(value) or any(k not in value or out[k] is not value[k] for k in out)
+        return out if changed else value
+    if isinstance(value, (list, tuple)):
+        items = [without_surrogates(v) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
     return value
 

@@ -600,3 +600,18 @@ async def test_a_finished_run_is_freed_without_the_garbage_collector() -> None:
         finally:
             gc.enable()
     assert left == []
+
+
+async def test_lone_surrogates_in_a_tool_result_become_replacement_characters(tmp_path: Path) -> None:
+    # a file name decoded with surrogateescape: its event used to fail to serialize, the run failed on a
+    # PydanticSerializationError and its log skipped a seq; the server's event stream broke with a 500
+    def listing() -> Any:
+        return {"name": "r\udce9sum\u00e9.txt", "k\ud800": ["ok", "\udcff"], "n": 1}
+
+    async with Runtime(tools=[listing], store=tmp_path / "runs.db") as rt:
+        done = await rt.run(spec("name: ls\nnodes: [{id: ls, kind: tool, tool: listing}]\noutput: ls\n"))
+        assert done.status == "completed", done.error
+        assert done.output == {"name": "r\ufffdsum\u00e9.txt", "k\ufffd": ["ok", "\ufffd"], "n": 1}
+        events = [e async for e in rt.events(done.run_id)]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert all(e.model_dump_json() for e in events)

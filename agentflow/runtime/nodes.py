@@ -97,10 +97,13 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 def jsonable(value: Any) -> Any:
     """A JSON-ready copy of a tool's or function's result (pydantic models, dataclasses, sets, tuples,
     iterators ...); a ``range`` or a dict view becomes a list, other unknown objects their ``str``. NaN and
-    ±Infinity, which JSON cannot carry, become None (what the run's events showed for them anyway)."""
+    ±Infinity, which JSON cannot carry, become None (what the run's events showed for them anyway); lone
+    UTF-16 surrogates (``surrogateescape``-decoded file names), which UTF-8 cannot carry, become U+FFFD."""
     if type(value) in _SCALARS:  # most results
+        if type(value) is str:
+            return jsondata.without_surrogates(value)
         return None if type(value) is float and not math.isfinite(value) else value
-    return to_jsonable_python(value, fallback=_fallback, inf_nan_mode="null")
+    return to_jsonable_python(jsondata.without_surrogates(value), fallback=_fallback, inf_nan_mode="null")
 
 
 def _fallback(value: Any) -> Any:
