@@ -335,6 +335,7 @@ def test_a_failing_node_shows_its_retry_and_the_run_error(page: Any, server: str
     run = api.get(f"/v1/runs/{run_id_of(page)}").json()
     assert run["status"] == "failed" and "upstream said <b>no</b>" in run["error"]
     expect(page.locator(".run-error")).to_contain_text("upstream said <b>no</b>")
+    assert "RuntimeError: RuntimeError" not in page.locator(".run-error").inner_text()  # the type once
     assert page.locator("b").count() == 0
 
 

@@ -57,6 +57,13 @@ export function pretty(value) {
 export const SHOWN_CHARS = 100_000;
 
 /** A value as a JSON <pre>; past SHOWN_CHARS, its start and a button that shows the rest. */
+/** An error event's text: its message, prefixed by its type unless the message starts with it already. */
+export function errorLine(event) {
+  const error = String(event.error ?? "");
+  const type = event.error_type;
+  return !type || error.startsWith(`${type}:`) ? error : `${type}: ${error}`;
+}
+
 export function jsonBlock(value, className = "json") {
   const text = pretty(value);
   if (text.length <= SHOWN_CHARS) return h("pre", {class: className}, text);

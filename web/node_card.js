@@ -2,7 +2,7 @@
 // LLM text as it streams (appended to one Text node, so hundreds of deltas cost no re-rendering), tool
 // calls with their arguments and results, token usage, and the node's output or error.
 
-import {duration, h, jsonBlock, pretty} from "./dom.js";
+import {duration, errorLine, h, jsonBlock, pretty} from "./dom.js";
 
 const OPEN = new Set(["running", "waiting", "retrying"]);
 
@@ -78,7 +78,7 @@ export class NodeCard {
         break;
       case "node.failed":
         this.setState(event.handled ? "failed-handled" : "failed", event.attempt);
-        this.result.replaceChildren(h("div", {class: "error-text"}, `${event.error_type}: ${event.error}`,
+        this.result.replaceChildren(h("div", {class: "error-text"}, errorLine(event),
                                       event.handled ? " (handled by an on_error edge)" : ""));
         break;
       case "run.interrupted":

@@ -2,7 +2,7 @@
 // error, and Cancel. Built from the run's event stream (replayed from the start, then followed).
 
 import {get, post, seg} from "./api.js";
-import {badge, fill, h, jsonBlock, link, notify, showError, when} from "./dom.js";
+import {badge, errorLine, fill, h, jsonBlock, link, notify, showError, when} from "./dom.js";
 import {SchemaForm} from "./form.js";
 import {NodeCard} from "./node_card.js";
 import {follow} from "./sse.js";
@@ -88,7 +88,7 @@ class RunPage {
         break;
       case "run.failed":
         this.finish(h("section", {class: "panel outcome-failed"}, h("h2", null, "Failed"),
-                      h("pre", {class: "error-text run-error"}, `${event.error_type}: ${event.error}`)));
+                      h("pre", {class: "error-text run-error"}, errorLine(event))));
         break;
       case "run.cancelled":
         this.finish(h("section", {class: "panel outcome-cancelled"}, h("h2", null, "Cancelled"),
