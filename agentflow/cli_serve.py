@@ -70,10 +70,26 @@ def _serve(args: argparse.Namespace) -> int:
                      f"store: {config.store}); API docs at /docs\n")
     if config.ui:
         sys.stderr.write(f"web UI at http://{config.host}:{port}/ui/\n")
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, log_level=args.log_level,
-                                           timeout_graceful_shutdown=10, loop=choose_loop()))
+    server = _Server(app, uvicorn.Config(app, host=config.host, port=port, log_level=args.log_level,
+                                         timeout_graceful_shutdown=10, loop=choose_loop()))
     server.run(sockets=[sock])  # AGENTFLOW_LOOP, as for `agentflow run` (checked by main)
     return 0 if server.started else 3
+
+
+def _Server(app: Any, config: Any) -> Any:  # a class made here: uvicorn is imported only to serve
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Ends the open event streams when the shutdown begins (``ServerState.draining``); uvicorn would
+        wait for them until ``timeout_graceful_shutdown``, then cancel them with a traceback."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            state = getattr(app.state, "agentflow", None)
+            if state is not None:
+                state.draining.set()
+            await super().shutdown(sockets=sockets)
+
+    return Server(config)
 
 
 def _preflight(config: Any) -> str | None:

@@ -615,3 +615,26 @@ async def test_lone_surrogates_in_a_tool_result_become_replacement_characters(tm
         events = [e async for e in rt.events(done.run_id)]
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         assert all(e.model_dump_json() for e in events)
+
+
+async def test_a_recovered_run_does_not_register_its_workflow_again(tmp_path: Path) -> None:
+    # the stored spec of a recovered run used to be put into the registry: a workflow deleted while the run
+    # was live came back after a restart (callers could be registered against it, and called it)
+    started = anyio.Event()
+
+    async def slow(value: Any) -> Any:
+        started.set()
+        await anyio.sleep(30)
+        return value
+
+    async def quick(value: Any) -> Any:
+        return value
+
+    ghost = spec("name: ghost\nnodes: [{id: s, kind: tool, tool: slow, args: {value: 1}}]\noutput: s\n")
+    async with Runtime(tools=[slow], store=tmp_path / "runs.db", workflows=[ghost]) as rt:
+        run_id = await rt.start("ghost")
+        await started.wait()  # then the runtime stops: the run is suspended mid-node
+    async with Runtime(tools={"slow": quick}, store=tmp_path / "runs.db") as rt:
+        assert "ghost" not in rt.workflows
+        assert (await rt.wait(run_id)).output == 1  # recovered from its stored workflow all the same
+        assert "ghost" not in rt.workflows

@@ -120,6 +120,18 @@ def test_agentflow_serve_runs_a_workflow(tmp_path: Path) -> None:
             assert names == ["double"]
             run = client.post("/v1/workflows/double/runs?wait=true", json={"input": {"x": 21}}).json()
             assert run["status"] == "completed" and run["output"] == 42
+            ask = "name: ask\nnodes: [{id: q, kind: interrupt, prompt: 'go on?'}]\noutput: q\n"
+            assert client.put("/v1/workflows/ask", content=ask,
+                              headers={"content-type": "application/yaml"}).status_code == 201
+            paused = client.post("/v1/workflows/ask/runs?wait=true", json={"input": {}}).json()
+            assert paused["status"] == "interrupted"
+            # an open event stream (a paused run's stays open) ends when the server stops; the shutdown used
+            # to wait for it for 10 s, then cancel it with a traceback
+            with client.stream("GET", f"/v1/runs/{paused['run_id']}/events") as events:
+                lines = events.iter_lines()
+                assert next(line for line in lines if line.startswith("event:")) == "event: run.started"
+                proc.send_signal(signal.SIGINT)
+                list(lines)  # the server ends the stream
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -127,9 +139,11 @@ def test_agentflow_serve_runs_a_workflow(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        output = proc.stdout.read().decode() if proc.stdout else ""
         if proc.stdout:
             proc.stdout.close()
     assert (tmp_path / "runs.db").exists()
+    assert "graceful shutdown exceeded" not in output and "Exception in ASGI application" not in output, output
 
 
 def test_agentflow_serve_refuses_what_it_cannot_start_with_one_line(tmp_path: Path) -> None:

@@ -523,6 +523,30 @@ def test_the_page_asks_for_the_api_key_and_keeps_it(browser: Any, tmp_path: Path
             context.close()
 
 
+def test_the_page_waits_out_the_rate_limit(browser: Any, tmp_path: Path) -> None:
+    # a 429 on the run's GET used to leave the run page blank with the error, never retried
+    key = "acme-secret-key-0001"
+    config = ServerConfig(model=None, store=str(tmp_path / "runs.db"), api_keys=[{"tenant": "acme", "key": key}],
+                          rate_limit_per_s=2, rate_limit_burst=3)
+    with running_server(config, tools=[tick]) as url:
+        register(url, STEPS, headers={"Authorization": f"Bearer {key}"})
+        context = browser.new_context()
+        context.add_init_script(f"localStorage.setItem('agentflow.apiKey', {json.dumps(key)})")
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        limited: list[str] = []
+        page.on("response", lambda response: limited.append(response.url) if response.status == 429 else None)
+        try:
+            page.goto(f"{url}/ui/#/workflows/steps")
+            page.locator('[name="n"]').fill("1")
+            page.get_by_role("button", name="Start run").click()
+            expect(page.locator(".run-view")).to_have_attribute("data-status", "completed")
+            assert shown_json(page, ".run-output") == 5
+            assert limited, "the server never answered 429: the check above proved nothing"
+        finally:
+            context.close()
+
+
 # ---- streamed LLM text from the demo model --------------------------------------------------------------
 
 

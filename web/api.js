@@ -82,9 +82,18 @@ export async function errorOf(response) {
   return new ApiError(response.status, `${response.status} ${response.statusText}${snippet ? ": " + snippet : ""}`);
 }
 
-/** method + path (+ a JSON body) → the parsed JSON answer (null for 204). Throws ApiError. */
+const RATE_LIMIT_RETRIES = 5;
+
+/** Seconds a 429's Retry-After asks for (1 when absent or unreadable), at most 30. */
+function retryAfter(response) {
+  const seconds = Number(response.headers.get("Retry-After"));
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 30) : 1;
+}
+
+/** method + path (+ a JSON body) → the parsed JSON answer (null for 204). Throws ApiError. A 429 (the
+ * server's rate limit, checked before anything else, so a retry is safe) is waited out a few times. */
 export async function api(method, path, body) {
-  for (;;) {
+  for (let limited = 0; ; ) {
     const init = {method, headers: headers(body === undefined ? {} : {"Content-Type": "application/json"})};
     if (body !== undefined) init.body = JSON.stringify(body);
     let response;
@@ -97,6 +106,12 @@ export async function api(method, path, body) {
       const error = await errorOf(response);
       await askForKey(error.message);
       continue; // the server checks the key before anything else, so a retry is safe
+    }
+    if (response.status === 429 && limited < RATE_LIMIT_RETRIES) {
+      limited += 1;
+      await response.text().catch(() => "");
+      await new Promise((resolve) => setTimeout(resolve, retryAfter(response) * 1000));
+      continue;
     }
     if (!response.ok) throw await errorOf(response);
     if (response.status === 204) return null;

@@ -187,9 +187,13 @@ class Runtime:
 
     # -- runs --------------------------------------------------------------------------------------
 
-    def _services(self) -> Services:
+    def _services(self, own: WorkflowSpec | None = None) -> Services:
+        """``own``: the stored workflow of a run loaded from the store, which may call itself by name although
+        no workflow of that name is registered (it is not put in the registry: a deleted one stays deleted)."""
         assert self.store is not None
-        return Services(self.store, self.tools, self._llm_for, self._workflow, self.bus.publish, self._on_interrupt)
+        workflow_for = self._workflow if own is None else \
+            lambda name: self.workflows.get(name) or (own if name == own.name else self._workflow(name))
+        return Services(self.store, self.tools, self._llm_for, workflow_for, self.bus.publish, self._on_interrupt)
 
     def _require_open(self) -> tuple[TaskGroup, RunStore]:
         if self._tg is None or self.store is None:
@@ -428,7 +432,7 @@ class Runtime:
         if APPROVAL_MARK in path:
             check_against(APPROVAL_SCHEMA, value, f"approval for {path!r}")
             return
-        node = node_at(spec, path, self.workflows.get)
+        node = node_at(spec, path, lambda name: self.workflows.get(name) or (spec if name == spec.name else None))
         if isinstance(node, InterruptNode) and node.value_schema:
             check_against(node.value_schema, value, f"resume value for {path!r}")
 
@@ -469,7 +473,6 @@ class Runtime:
         if record.spec is None:
             raise RunStateError(f"run {record.run_id!r} has no stored workflow; cannot resume")
         spec = WorkflowSpec.model_validate(record.spec)
-        self.workflows.setdefault(spec.name, spec)
         missing = self._missing_workflows(spec)
         if missing:  # refused before the run changes: it would fail at the first call
             known = ", ".join(sorted(self.workflows))
@@ -491,7 +494,7 @@ class Runtime:
                 elif isinstance(e, NodeRetrying):
                     attempts[e.node] = max(attempts.get(e.node, 1), e.attempt + 1)
         last_seq = events[-1].seq if events else 0
-        return RunExecution(record.run_id, spec, record.input, self._services(), records=records,
+        return RunExecution(record.run_id, spec, record.input, self._services(spec), records=records,
                             last_seq=last_seq, attempts=attempts)
 
     async def recover(self) -> list[str]:

@@ -262,10 +262,15 @@ class RunEventStream(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(beat)
+                tg.start_soon(end_when_draining, tg.cancel_scope)
                 async for batch in self.state.runtime.event_batches(self.run_id, after=self.after):
                     await write(b"".join(_frame(event) for event in batch))
                 tg.cancel_scope.cancel()
             await write(b"", more=False)
+
+        async def end_when_draining(scope: anyio.CancelScope) -> None:
+            await self.state.draining.wait()  # the server stops: the client reconnects (Last-Event-ID) to the next
+            scope.cancel()
 
         await watching(receive, stream)
 

@@ -6,6 +6,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from starlette.requests import Request
 
 from agentflow.runtime.store import DEFAULT_TENANT
@@ -36,6 +37,9 @@ class ServerState:
     admission: Admission = field(default_factory=lambda: Admission(256))
     ready: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    draining: anyio.Event = field(default_factory=anyio.Event)
+    """Set when the server begins to shut down (``agentflow serve``): open event streams end then, so their
+    clients reconnect to the next server at once and the shutdown does not wait on them."""
 
     def tenant_for(self, request: Request) -> str:
         """The tenant of the request's API key (``Authorization: Bearer KEY``); 401 if it has none or a
