@@ -63,7 +63,8 @@ def wait_status(client: httpx.Client, run_id: str, *statuses: str, timeout: floa
 
 
 def test_create_returns_202_with_location_and_the_run_finishes(client: httpx.Client) -> None:
-    r = client.post("/v1/workflows/steps/runs", json={"input": {"n": 1}})
+    # ticks of 0.2 s: four instant ones could all end before the answer reads the run back
+    r = client.post("/v1/workflows/steps/runs", json={"input": {"n": 1, "delay": 0.2}})
     assert r.status_code == 202
     run = r.json()
     assert r.headers["location"] == f"/v1/runs/{run['run_id']}"
@@ -96,6 +97,8 @@ def test_a_resume_value_against_its_schema_names_the_field(client: httpx.Client)
     assert run["status"] == "interrupted"
     r = client.post(f"/v1/runs/{run['run_id']}/resume", json={"value": {"approved": "yes"}})
     assert r.status_code == 422 and r.json()["error"]["param"] == "value.approved"
+    r = client.post(f"/v1/runs/{run['run_id']}/resume", json={"value": {}})  # a missing property is named too
+    assert r.status_code == 422 and r.json()["error"]["param"] == "value.approved"
     client.post(f"/v1/runs/{run['run_id']}/cancel")
 
 
@@ -103,6 +106,8 @@ def test_bad_input_unknown_workflow_and_bad_json(client: httpx.Client) -> None:
     r = client.post("/v1/workflows/steps/runs", json={"input": {"n": "three"}})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
     assert r.json()["error"]["param"] == "input.n"
+    r = client.post("/v1/workflows/steps/runs", json={"input": {}})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "input.n"  # the required property, not "input"
     r = client.post("/v1/workflows/nope/runs", json={"input": {}})
     assert r.status_code == 404 and r.json()["error"]["code"] == "workflow_not_found"
     r = client.post("/v1/workflows/steps/runs", content=b"{not json", headers={"content-type": "application/json"})
