@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, ItemsView, KeysView, ValuesView
 from typing import Any, Protocol
 
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 from agentflow import jsondata
 from agentflow.dsl.ir import AgentNode, Defaults, LLMNode, Sampling, SwitchNode, ToolNode
@@ -103,7 +103,13 @@ def jsonable(value: Any) -> Any:
         if type(value) is str:
             return jsondata.without_surrogates(value)
         return None if type(value) is float and not math.isfinite(value) else value
-    return to_jsonable_python(jsondata.without_surrogates(value), fallback=_fallback, inf_nan_mode="null")
+    try:
+        out = to_jsonable_python(value, fallback=_fallback, inf_nan_mode="null")
+        to_json(out)  # a lone surrogate in a string (fails here) or a key (failed above): rare, so looked for in C
+        return out
+    except (UnicodeEncodeError, PydanticSerializationError):
+        out = to_jsonable_python(jsondata.without_surrogates(value), fallback=_fallback, inf_nan_mode="null")
+        return jsondata.without_surrogates(out)  # strings inside models and dataclasses too
 
 
 def _fallback(value: Any) -> Any:
